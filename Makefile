@@ -1,0 +1,26 @@
+# The README's commands. Everything installs into .venv so a fresh clone needs only python3.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-quick bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Start the embedded simulator on 127.0.0.1, mirror a few thousand images from it, print status.
+run: $(STAMP)
+	$(PY) -m crawler.demo --out mirror-demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow'
+
+clean:
+	rm -rf $(VENV) mirror-demo .pytest_cache
