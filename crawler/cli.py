@@ -1,0 +1,148 @@
+"""The `civitai-mirror` command: crawl, status, verify and sim.
+
+Bad input ends with exit code 2 and one readable line on stderr, never a traceback; the exit codes
+of a crawl are 0 (all done), 1 (finished, some items failed or an error stopped it), 130 (interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import orjson
+
+from . import config as config_mod
+from . import report
+from .config import ConfigError
+from .crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Crawl
+from .lock import LockBusy
+
+PROG = "civitai-mirror"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Mirror images and their generation metadata from CivitAI's public API, "
+                     "politely and resumably.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    crawl = commands.add_parser("crawl", help="mirror the /images feed into DIR (resumes where it stopped)",
+                                description="Mirror the /api/v1/images feed into DIR. Rerunning the same command resumes. "
+                                "The API key, if any, is read from the environment variable CIVITAI_API_KEY and sent only "
+                                "to the API, as an Authorization header. Exit codes: 0 all done, 1 some items failed or an "
+                                "error stopped the crawl, 2 bad usage, 130 interrupted (resumable).")
+    crawl.add_argument("--out", required=True, metavar="DIR", help="mirror directory (images/, manifest.jsonl)")
+    crawl.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags, with _); flags win over it")
+    config_mod.add_arguments(crawl)
+
+    status = commands.add_parser("status", help="what a mirror holds and why its last crawl stopped")
+    status.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    status.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    verify = commands.add_parser("verify", help="re-hash every done file against the manifest (exit 1 on any problem)")
+    verify.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+
+    sim = commands.add_parser("sim", help="run the CivitAI simulator on 127.0.0.1 (for tests and demos)")
+    from .simulator import cli as sim_cli
+    sim_cli.add_arguments(sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "crawl":
+            return _crawl(args)
+        if args.command == "status":
+            return _status(Path(args.out), args.json)
+        if args.command == "verify":
+            return _verify(Path(args.out))
+        from .simulator import cli as sim_cli
+        return sim_cli.run(args)
+    except ConfigError as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
+    except LockBusy as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _crawl(args: argparse.Namespace) -> int:
+    cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
+    cfg = config_mod.build(args.out, cli_values, args.config)
+    return _run_loop(_crawl_async(cfg))
+
+
+async def _crawl_async(cfg: config_mod.CrawlConfig) -> int:
+    crawl = Crawl(cfg)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            crawl.log("signal received: finishing in-flight downloads (a second signal exits at once)")
+            crawl.request_stop()
+        else:
+            crawl.force_exit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        outcome = await crawl.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return outcome.exit_code
+
+
+def _run_loop(coro) -> int:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _require_mirror(root: Path) -> None:
+    if not root.is_dir():
+        raise ConfigError(f"--out {root} is not a directory")
+    if not (root / "manifest.jsonl").exists():
+        raise ConfigError(f"{root} has no manifest.jsonl: not a mirror (yet)")
+
+
+def _status(root: Path, as_json: bool) -> int:
+    _require_mirror(root)
+    summary = report.summarise(root)
+    if as_json:
+        sys.stdout.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    else:
+        for text in report.format_summary(summary):
+            print(text)
+    return EXIT_OK
+
+
+def _verify(root: Path) -> int:
+    _require_mirror(root)
+    checked, problems = report.verify(root)
+    for p in problems:
+        print(f"{p.what}: {p.path or '(no path)'} (image {p.key})")
+    print(f"verified {checked} file(s): {len(problems)} problem(s)")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

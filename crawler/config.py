@@ -1,0 +1,293 @@
+"""The crawl's settings: one frozen dataclass built once from defaults, a TOML file, the environment and flags.
+
+A single table of options drives the TOML keys, the command-line flags, their help and validation, so
+the three can never disagree; every problem is reported as one readable `ConfigError` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import orjson
+
+from . import urls
+
+SORTS = ("Most Reactions", "Most Comments", "Most Collected", "Newest", "Oldest", "Random")
+PERIODS = ("AllTime", "Year", "Month", "Week", "Day")
+NSFW = ("None", "Soft", "Mature", "X", "true", "false")
+TYPES = ("image", "video", "audio")
+DEFAULT_API_BASE = "https://civitai.com/api/v1"
+USER_AGENT = "civitai-mirror/0.1 (+https://github.com/civitai-mirror/civitai-mirror)"
+API_KEY_ENV = "CIVITAI_API_KEY"
+
+
+class ConfigError(ValueError):
+    """A bad flag, file or value; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    kind: type  # int, float, str, bool or list (of str)
+    default: Any
+    help: str
+    query: bool = False  # sent to the API, part of the query identity
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    # What to fetch (API parameters).
+    Option("sort", str, None, "feed order (API default: Most Reactions)", query=True, choices=SORTS),
+    Option("period", str, None, "time window (API default: AllTime)", query=True, choices=PERIODS),
+    Option("nsfw", str, None, "legacy level filter; without it or --browsing-level the API returns PG only", query=True, choices=NSFW),
+    Option("browsing_level", int, None, "bitmask 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX (31 = all); wins over --nsfw", query=True, minimum=1, maximum=31, metavar="MASK"),
+    Option("username", str, None, "only this creator's images", query=True, metavar="NAME"),
+    Option("user_id", int, None, "only this creator's images, by id", query=True, minimum=1, metavar="ID"),
+    Option("post_id", int, None, "only this post's images", query=True, minimum=1, metavar="ID"),
+    Option("model_id", int, None, "only images made with this model", query=True, minimum=1, metavar="ID"),
+    Option("model_version_id", int, None, "only images made with this model version", query=True, minimum=1, metavar="ID"),
+    Option("base_model", list, (), "only this base model, e.g. 'SDXL 1.0' (repeatable)", query=True, metavar="NAME"),
+    Option("type", str, None, "only this media type", query=True, choices=TYPES),
+    Option("with_meta", bool, True, "ask for generation metadata (prompt, seed, ...) with each image", query=True),
+    Option("limit", int, 100, "page size asked of the API (1..200)", minimum=1, maximum=200, metavar="N"),
+    Option("max_images", int, None, "stop after N new images", minimum=1, metavar="N"),
+    # How to fetch.
+    Option("api_base", str, DEFAULT_API_BASE, "API root", metavar="URL"),
+    Option("width", int, None, "download at this width (rewrites the URL's width= segment; default: the item's own URL)", minimum=1, maximum=100_000, metavar="PX"),
+    Option("original", bool, False, "download the original upload (original=true)"),
+    Option("concurrency", int, 16, "parallel image downloads", minimum=1, maximum=1024, metavar="N"),
+    Option("api_rps", float, 2.0, "API requests per second", minimum=0.01, maximum=1000, metavar="R"),
+    Option("cdn_rps", float, 50.0, "image requests per second", minimum=0.01, maximum=100_000, metavar="R"),
+    Option("retries", int, 5, "retries per request after the first try (5xx, resets, truncated, stalled)", minimum=0, maximum=100, metavar="N"),
+    Option("timeout", float, 60.0, "seconds without a byte before a request counts as stalled", minimum=0.1, maximum=3600, metavar="S"),
+    Option("max_bytes", int, 512 * 1024 * 1024, "largest file accepted, in bytes", minimum=1, metavar="N"),
+    Option("allow_host", list, (), "also download from this host (repeatable)", metavar="HOST"),
+    Option("backoff_base", float, 1.0, "first retry delay in seconds (doubles per try, with jitter)", minimum=0.0, maximum=600, metavar="S"),
+    Option("backoff_max", float, 60.0, "longest retry delay in seconds", minimum=0.0, maximum=3600, metavar="S"),
+    Option("max_empty_pages", int, 50, "give up after this many consecutive empty pages that still carry a cursor", minimum=1, metavar="N"),
+    Option("shutdown_grace", float, 5.0, "seconds in-flight downloads may finish after SIGINT/SIGTERM", minimum=0.0, maximum=600, metavar="S"),
+    Option("progress", str, "auto", "progress display: auto (live on a terminal, log lines otherwise), live, log, none", choices=("auto", "live", "log", "none")),
+    Option("log_interval", float, 10.0, "seconds between progress log lines when not on a terminal", minimum=0.1, metavar="S"),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+# Names by which the API knows our query options.
+_API_NAMES = {"browsing_level": "browsingLevel", "user_id": "userId", "post_id": "postId", "model_id": "modelId",
+              "model_version_id": "modelVersionId", "base_model": "baseModels", "with_meta": "withMeta"}
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlConfig:
+    out: Path
+    sort: str | None = None
+    period: str | None = None
+    nsfw: str | None = None
+    browsing_level: int | None = None
+    username: str | None = None
+    user_id: int | None = None
+    post_id: int | None = None
+    model_id: int | None = None
+    model_version_id: int | None = None
+    base_model: tuple[str, ...] = ()
+    type: str | None = None
+    with_meta: bool = True
+    limit: int = 100
+    max_images: int | None = None
+    api_base: str = DEFAULT_API_BASE
+    width: int | None = None
+    original: bool = False
+    concurrency: int = 16
+    api_rps: float = 2.0
+    cdn_rps: float = 50.0
+    retries: int = 5
+    timeout: float = 60.0
+    max_bytes: int = 512 * 1024 * 1024
+    allow_host: tuple[str, ...] = ()
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    max_empty_pages: int = 50
+    shutdown_grace: float = 5.0
+    progress: str = "auto"
+    log_interval: float = 10.0
+    api_key: str | None = field(default=None, repr=False)  # never printed, never written
+
+    def api_params(self) -> list[tuple[str, str]]:
+        """The `/images` query (without cursor), in a stable order."""
+        params: list[tuple[str, str]] = [("limit", str(self.limit))]
+        for o in OPTIONS:
+            if not o.query:
+                continue
+            value = getattr(self, o.name)
+            name = _API_NAMES.get(o.name, o.name)
+            if o.kind is list:
+                params.extend((name, v) for v in value)
+            elif o.kind is bool:
+                params.append((name, "true" if value else "false"))
+                if o.name == "with_meta" and value:
+                    # Without it newer API versions wrap meta as {id, meta}; we want the plain object.
+                    params.append(("flatMeta", "true"))
+            elif value is not None:
+                params.append((name, str(value)))
+        return params
+
+    def query_identity(self) -> str:
+        """A short fingerprint of what is asked (not how), so checkpoints resume only the same query."""
+        parts = sorted((k, v) for k, v in self.api_params() if k != "limit")
+        parts.append(("api_base", self.api_base.rstrip("/")))
+        return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:16]
+
+    def query_summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.api_params() if k not in ("limit", "flatMeta")}
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        api_host = urls.host_of(self.api_base)
+        return urls.CIVITAI_IMAGE_HOSTS | {api_host} | {h.lower() for h in self.allow_host}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option as a flag whose default is None, so only what the user typed overrides the file."""
+    for o in OPTIONS:
+        if o.kind is bool:
+            negative = "--no-meta" if o.name == "with_meta" else "--no-" + o.flag[2:]
+            positive = "--with-meta" if o.name == "with_meta" else o.flag
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(positive, dest=o.name, action="store_const", const=True, default=None,
+                               help=f"{o.help} (default: {'on' if o.default else 'off'})")
+            group.add_argument(negative, dest=o.name, action="store_const", const=False, default=None,
+                               help=argparse.SUPPRESS if o.name != "with_meta" else "do not ask for metadata")
+        elif o.kind is list:
+            parser.add_argument(o.flag, dest=o.name, action="append", default=None, metavar=o.metavar, help=o.help)
+        else:
+            shown = "" if o.default is None else f" (default: {o.default})"
+            parser.add_argument(o.flag, dest=o.name, default=None, metavar=o.metavar or o.name.upper(),
+                                help=o.help + shown + (f"; one of: {', '.join(o.choices)}" if o.choices else ""))
+
+
+def _coerce(o: Option, value: Any, where: str) -> Any:
+    """`value` (a CLI string or a TOML value) as the option's type, or a ConfigError naming `where`."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{where}: {why}")
+
+    if value is None:
+        return None
+    if o.kind is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise bad("expected a list of non-empty strings")
+        return tuple(value)
+    if o.kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad(f"expected true or false, got {value!r}")
+    if o.kind is int:
+        if isinstance(value, bool):
+            raise bad(f"expected an integer, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip().replace("_", ""), 10)
+            except ValueError:
+                raise bad(f"expected an integer, got {value!r}") from None
+        if not isinstance(value, int):
+            raise bad(f"expected an integer, got {value!r}")
+    elif o.kind is float:
+        if isinstance(value, bool):
+            raise bad(f"expected a number, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad(f"expected a number, got {value!r}") from None
+        if not isinstance(value, (int, float)) or value != value:
+            raise bad(f"expected a number, got {value!r}")
+        value = float(value)
+    elif o.kind is str:
+        if not isinstance(value, str) or not value.strip():
+            raise bad(f"expected a non-empty string, got {value!r}")
+    if o.choices is not None and value not in o.choices:
+        raise bad(f"{value!r} is not one of: {', '.join(o.choices)}")
+    if o.minimum is not None and value < o.minimum:
+        raise bad(f"must be at least {o.minimum:g}, got {value}")
+    if o.maximum is not None and value > o.maximum:
+        raise bad(f"must be at most {o.maximum:g}, got {value}")
+    return value
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The file's settings by option name; unknown keys and bad values are errors naming the key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    # A [crawl] table is accepted so one file can later hold sections for other commands.
+    if isinstance(data.get("crawl"), dict):
+        data = {**{k: v for k, v in data.items() if k != "crawl"}, **data["crawl"]}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name in ("out", "api_key"):
+            hint = " (the API key is read from the environment variable CIVITAI_API_KEY only)" if name == "api_key" else ""
+            raise ConfigError(f"config file {path}: key '{key}' is not allowed here{hint}")
+        o = _BY_NAME.get(name)
+        if o is None:
+            raise ConfigError(f"config file {path}: unknown key '{key}'")
+        values[name] = _coerce(o, value, f"config file {path}: key '{key}'")
+    return values
+
+
+def build(out: str | Path | None, cli: dict[str, Any], config_file: str | Path | None = None,
+          env: dict[str, str] | None = None) -> CrawlConfig:
+    """Defaults, then the TOML file, then flags; the key from the environment. Validated as a whole."""
+    env = os.environ if env is None else env
+    if out is None or str(out).strip() == "":
+        raise ConfigError("--out DIR is required")
+    values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+    if config_file is not None:
+        values.update(load_toml(Path(config_file)))
+    for o in OPTIONS:
+        given = cli.get(o.name)
+        if given is not None:
+            values[o.name] = _coerce(o, given, o.flag)
+    key = env.get(API_KEY_ENV, "").strip() or None
+    cfg = CrawlConfig(out=Path(out), api_key=key, **values)
+    _check_whole(cfg)
+    return cfg
+
+
+def _check_whole(cfg: CrawlConfig) -> None:
+    if cfg.width is not None and cfg.original:
+        raise ConfigError("--width and --original contradict each other (original=true clears the size); give one")
+    parts = urlsplit(cfg.api_base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--api-base must be an http(s) URL, got {cfg.api_base!r}")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError("--api-base must be a plain URL without query, fragment or credentials")
+    if cfg.backoff_max < cfg.backoff_base:
+        raise ConfigError("backoff_max must be at least backoff_base")
+
+
+def describe(cfg: CrawlConfig) -> dict[str, Any]:
+    """The settings as plain data for the manifest and status; the key only as set/unset."""
+    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("api_key", "out")}
+    data["api_key"] = "set" if cfg.api_key else "unset"
+    return data

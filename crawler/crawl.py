@@ -1,0 +1,312 @@
+"""The crawl's lifecycle: producer -> bounded queue -> download workers -> manifest, with one owner of shutdown.
+
+`Crawl.run()` locks the mirror, loads what earlier runs settled, follows the feed from the last safe
+checkpoint, and ends with one stop reason (the feed ended, --max-images, interrupted, an API error,
+a repeated cursor, disk full) that is printed, recorded in the manifest and turned into the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from . import config as config_mod
+from .checkpoints import PARTIAL, PageLedger
+from .config import ConfigError, CrawlConfig
+from .download import Downloader
+from .items import InvalidItem, Job, make_job
+from .limits import HostGate
+from .lock import DirLock
+from .manifest import MANIFEST_NAME, DiskFull, ManifestWriter, ResumeState
+from .pages import Feed, FeedStopped, Position
+from .progress import CrawlStats, line, show
+from .retry import Gone, RequestFailed, RetryPolicy
+from .urls import redact
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Reasons after which everything asked for was attempted.
+_COMPLETE = ("feed-ended", "max-images")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    reason: str
+    message: str
+    stats: CrawlStats
+    exit_code: int
+
+
+def prepare_root(root: Path) -> None:
+    """The mirror directory exists and is writable, or a ConfigError says why not."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {root} exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {root} cannot be created: {e.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {root} is not writable")
+
+
+class Crawl:
+    def __init__(self, cfg: CrawlConfig, log: TextIO = sys.stderr, seed: int | None = None) -> None:
+        self.cfg = cfg
+        self.log_stream = log
+        self.rng = random.Random(seed)
+        self.stats = CrawlStats()
+        self.query = cfg.query_identity()
+        self._stop = asyncio.Event()
+        self._reason: tuple[str, str] | None = None
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(2 * cfg.concurrency, 64))
+        self._writer: ManifestWriter | None = None
+        self._ledger = PageLedger(self._checkpoint)
+        self._feed: Feed | None = None
+        self._invalid_logged = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "interrupted", message: str = "interrupted by a signal; rerun the same command to resume") -> None:
+        """First signal: stop taking work, let in-flight downloads finish (up to the grace period)."""
+        self._finish(reason, message)
+        self._stop.set()
+
+    def force_exit(self) -> None:
+        """Second signal: leave now. Records already made are flushed; partial files are only in .partial/."""
+        if self._writer is not None:
+            try:
+                self._writer.flush()
+            except OSError:
+                pass
+        self.log("second signal: exiting at once (in-flight downloads are discarded and redone next run)")
+        os._exit(EXIT_INTERRUPTED)
+
+    def _finish(self, reason: str, message: str) -> None:
+        if self._reason is None:  # the first cause wins: it is why the crawl stopped
+            self._reason = (reason, message)
+
+    def log(self, message: str) -> None:
+        self.log_stream.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+        self.log_stream.flush()
+
+    async def run(self) -> Outcome:
+        cfg = self.cfg
+        prepare_root(cfg.out)
+        with DirLock(cfg.out):
+            state = ResumeState.load(cfg.out / MANIFEST_NAME, self.query)
+            if state.bad_lines:
+                shown = ", ".join(map(str, state.bad_lines[:5])) + (" ..." if len(state.bad_lines) > 5 else "")
+                self.log(f"warning: {len(state.bad_lines)} unreadable line(s) in {MANIFEST_NAME} ignored (line {shown}); "
+                         "the file is left as it is")
+            self._writer = ManifestWriter(cfg.out / MANIFEST_NAME)
+            try:
+                return await self._run(state)
+            finally:
+                try:
+                    self._writer.close()
+                except OSError as e:
+                    self.log(f"warning: could not finish writing {MANIFEST_NAME}: {e.strerror or e}")
+
+    async def _run(self, state: ResumeState) -> Outcome:
+        cfg = self.cfg
+        assert self._writer is not None
+        resume = state.resume_position()
+        start = Position.from_record(resume) if resume else None
+        self._writer.append({"kind": "run", "event": "start", "query": self.query, "params": cfg.query_summary(),
+                             "settings": config_mod.describe(cfg), "resume": start.to_record() if start else None,
+                             "t": time.time()})
+        self.log(f"crawl {redact(cfg.api_base)} query {cfg.query_summary()}: {len(state.done)} done, "
+                 f"{len(state.failed)} to retry" + (f", resuming after checkpoint page {resume.get('page')}" if resume else ""))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
+        policy = RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=4)) as api_session, \
+                aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
+                                      connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300)) as cdn_session:
+            self._feed = Feed(api_session, cfg.api_base, cfg.api_params(), HostGate(cfg.api_rps), policy, self.rng,
+                              cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages)
+            downloader = Downloader(cdn_session, HostGate(cfg.cdn_rps), policy, cfg.out, cfg.allowed_hosts,
+                                    cfg.max_bytes, config_mod.USER_AGENT, self.rng)
+            downloader.clear_partials()
+            try:
+                await self._pipeline(state, start, downloader)
+            except DiskFull as e:  # raised by a manifest write outside the workers
+                self._finish("disk-full", f"disk full: {e.strerror}")
+        return self._conclude(downloader)
+
+    async def _pipeline(self, state: ResumeState, start: Position | None, downloader: Downloader) -> None:
+        seen = state.done | state.gone  # one set: keys settled before or queued in this run
+        async with asyncio.TaskGroup() as group:
+            workers = [group.create_task(self._work(downloader)) for _ in range(self.cfg.concurrency)]
+            producer = group.create_task(self._produce(state, start, seen))
+            supervisor = group.create_task(self._supervise(producer, workers))
+            flusher = group.create_task(self._flush_periodically())
+            display = group.create_task(show(self.stats, self._snapshot, self.cfg.progress, self.cfg.log_interval,
+                                             self.log_stream))
+            await asyncio.wait(workers)
+            for task in (producer, supervisor, flusher, display):
+                task.cancel()
+
+    async def _supervise(self, producer: asyncio.Task, workers: list[asyncio.Task]) -> None:
+        await self._stop.wait()
+        producer.cancel()
+        for _ in workers:  # wake idle workers; busy ones see the stop flag after their current item
+            try:
+                self._queue.put_nowait(None)
+            except asyncio.QueueFull:
+                break
+        _, late = await asyncio.wait(workers, timeout=self.cfg.shutdown_grace)
+        for task in late:
+            task.cancel()
+
+    async def _flush_periodically(self) -> None:
+        assert self._writer is not None
+        while True:
+            await asyncio.sleep(self._writer.flush_seconds)
+            try:
+                self._writer.flush()
+            except DiskFull as e:
+                self.request_stop("disk-full", f"disk full: {e.strerror}")
+                return
+
+    def _snapshot(self) -> tuple[int, int, str]:
+        pages = self._feed.counters.pages if self._feed else 0
+        return self._queue.qsize(), pages, ""
+
+    # -- producer ------------------------------------------------------------------------------
+
+    async def _produce(self, state: ResumeState, start: Position | None, seen: set) -> None:
+        cfg = self.cfg
+        assert self._feed is not None
+        try:
+            for record in list(state.failed.values()):
+                job = self._job(record.get("item"), None)
+                if job is not None and job.key not in seen:
+                    seen.add(job.key)
+                    self.stats.retried_failures += 1
+                    await self._queue.put(job)
+            queued = 0
+            async for page in self._feed.pages(start):
+                jobs: list[Job] = []
+                for item in page.items:
+                    job = self._job(item, page.number)
+                    if job is None:
+                        continue
+                    if job.key in seen:
+                        if job.key in state.done or job.key in state.gone:
+                            self.stats.skipped_done += 1
+                        else:
+                            self.stats.duplicates += 1
+                        continue
+                    seen.add(job.key)
+                    jobs.append(job)
+                quota_left = None if cfg.max_images is None else cfg.max_images - queued
+                cut = quota_left is not None and len(jobs) >= quota_left
+                if cut:
+                    jobs = jobs[:quota_left]
+                # Opened before its jobs are queued, so a fast worker can never settle an unknown page.
+                self._ledger.open_page(page.number, len(jobs), PARTIAL if cut else page.next)
+                for job in jobs:
+                    await self._queue.put(job)
+                queued += len(jobs)
+                if cut:
+                    self._finish("max-images", f"--max-images {cfg.max_images} reached after {page.number} page(s)")
+                    break
+            else:
+                self._finish("feed-ended", f"the feed ended (no next cursor) after {self._feed.counters.pages} page(s)")
+        except FeedStopped as e:
+            self._finish(e.reason, str(e))
+        except RequestFailed as e:
+            self._finish("api-error", f"API error outlived the retries: {e} (last request {self._feed.counters.last_url})")
+        except DiskFull as e:
+            self.request_stop("disk-full", f"disk full: {e.strerror}")
+            return
+        for _ in range(self.cfg.concurrency):
+            await self._queue.put(None)
+
+    def _job(self, item: Any, page: int | None) -> Job | None:
+        try:
+            return make_job(item, self.cfg.width, self.cfg.original, page)
+        except InvalidItem as e:
+            self.stats.invalid += 1
+            if self._invalid_logged < 5:
+                self._invalid_logged += 1
+                self.log(f"skipping an item the API sent that cannot be mirrored: {e}")
+            return None
+
+    def _checkpoint(self, page: int, following: Position | None) -> None:
+        assert self._writer is not None
+        record: dict[str, Any] = {"kind": "checkpoint", "query": self.query, "page": page, "end": following is None,
+                                  "t": time.time()}
+        record.update((following or Position()).to_record())
+        self._writer.append(record)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def _work(self, downloader: Downloader) -> None:
+        queue = self._queue
+        while not self._stop.is_set():
+            job = await queue.get()
+            if job is None or self._stop.is_set():
+                return
+            try:
+                await self._download(downloader, job)
+            except DiskFull as e:
+                self.request_stop("disk-full", f"disk full: {e.strerror}; free space and rerun to resume")
+                return
+
+    async def _download(self, downloader: Downloader, job: Job) -> None:
+        assert self._writer is not None
+        base = {"kind": "image", "id": job.id, "uuid": job.uuid, "url": job.url}
+        try:
+            saved = await downloader.fetch(job.key, job.url)
+        except Gone as e:
+            self.stats.gone += 1
+            record = {**base, "status": "gone", "error": e.reason, "t": time.time()}
+        except RequestFailed as e:
+            self.stats.failed += 1
+            self.stats.failures[e.reason] += 1
+            record = {**base, "status": "failed", "reason": e.reason, "error": str(e), "item": job.item, "t": time.time()}
+        else:
+            self.stats.done += 1
+            self.stats.bytes += saved.bytes
+            record = {**base, "status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
+                      "width": job.width, "content_type": saved.content_type, "item": job.item, "t": time.time()}
+        self._writer.append(record)
+        self._ledger.settle(job.page)
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _conclude(self, downloader: Downloader) -> Outcome:
+        assert self._writer is not None and self._feed is not None
+        reason, message = self._reason or ("interrupted", "stopped before the feed ended")
+        if reason == "interrupted":
+            code = EXIT_INTERRUPTED
+        elif reason in _COMPLETE and not self.stats.failed:
+            code = EXIT_OK
+        else:
+            code = EXIT_FAILED
+        counts = self.stats.as_dict()
+        counts.update(api_requests=self._feed.counters.requests, api_retries=self._feed.counters.retries,
+                      api_throttled=self._feed.counters.throttled, pages=self._feed.counters.pages,
+                      cdn_requests=downloader.counters.requests, cdn_retries=downloader.counters.retries,
+                      cdn_throttled=downloader.counters.throttled)
+        try:
+            self._writer.append({"kind": "run", "event": "end", "query": self.query, "reason": reason, "message": message,
+                                 "exit_code": code, "params": self.cfg.query_summary(), "counts": counts, "t": time.time()})
+            self._writer.flush()
+        except DiskFull:
+            pass  # the stop reason already says the disk is full; everything earlier was written
+        self.log(line(self.stats, self._queue.qsize(), self._feed.counters.pages))
+        self.log(f"stopped: {message}")
+        if self.stats.failed:
+            self.log(f"{self.stats.failed} image(s) failed ({dict(self.stats.failures)}); `civitai-mirror status` lists them, "
+                     "a rerun retries them")
+        return Outcome(reason, message, self.stats, code)
+

@@ -1,0 +1,152 @@
+"""The crawl's durable memory: an append-only JSON-lines log of image outcomes, checkpoints and runs.
+
+Records are only ever appended (in small batches, one write(2) each), so kill -9 can at worst tear
+the last line; readers skip a bad line, report its number once, and never rewrite the user's file.
+The effective state of an image is its last record.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+
+MANIFEST_NAME = "manifest.jsonl"
+Key = int | str  # the image id, or its uuid when the API gave no id
+
+
+class DiskFull(OSError):
+    """The disk holding the mirror is full; the crawl must stop, not fail items one by one."""
+
+
+def key_of(record: dict[str, Any]) -> Key | None:
+    ident = record.get("id")
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        return ident
+    uuid = record.get("uuid")
+    return uuid if isinstance(uuid, str) and uuid else None
+
+
+def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Every well-formed record in order, streaming; `on_bad_line(number, raw)` for each torn/garbage line."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+                if on_bad_line is not None:
+                    on_bad_line(number, line)
+                continue
+            yield record
+
+
+@dataclass(slots=True)
+class ResumeState:
+    """What a new run needs from the log: keys already settled, failures to retry, where to resume."""
+
+    done: set[Key] = field(default_factory=set)
+    gone: set[Key] = field(default_factory=set)
+    failed: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
+    bad_lines: list[int] = field(default_factory=list)
+    records: int = 0
+
+    @classmethod
+    def load(cls, path: Path, query: str) -> "ResumeState":
+        state = cls()
+        done, gone, failed = state.done, state.gone, state.failed
+        for record in iter_records(path, lambda n, _raw: state.bad_lines.append(n)):
+            state.records += 1
+            kind = record["kind"]
+            if kind == "image":
+                key = key_of(record)
+                if key is None:  # written by something else; nothing we could skip or retry
+                    continue
+                status = record.get("status")
+                if status == "done":
+                    done.add(key)
+                    failed.pop(key, None)
+                    gone.discard(key)
+                elif status == "gone":
+                    gone.add(key)
+                    failed.pop(key, None)
+                elif status == "failed" and key not in done and key not in gone:
+                    failed[key] = record
+            elif kind == "checkpoint" and record.get("query") == query:
+                state.checkpoint = record
+        return state
+
+    def resume_position(self) -> dict[str, Any] | None:
+        """The checkpoint to continue from; None means from the start (new query, or the feed was finished)."""
+        if self.checkpoint is None or self.checkpoint.get("end"):
+            return None
+        return self.checkpoint
+
+
+class ManifestWriter:
+    """Appends records; buffered so the per-image cost is one orjson.dumps, written in small batches."""
+
+    __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds")
+
+    def __init__(self, path: Path, flush_bytes: int = 64 * 1024, flush_seconds: float = 0.25) -> None:
+        self.path = path
+        self.flush_bytes = flush_bytes
+        self.flush_seconds = flush_seconds
+        self._buffer = bytearray()
+        self._last_flush = time.monotonic()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # A torn last line from a killed run must not swallow our first record: start on a new line.
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    self._buffer += b"\n"
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._buffer += orjson.dumps(record)
+        self._buffer += b"\n"
+        if len(self._buffer) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        view = memoryview(self._buffer)
+        written = 0
+        try:
+            while written < len(view):
+                written += os.write(self._fd, view[written:])
+        except OSError as e:
+            del view
+            del self._buffer[:written]
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(e.errno, f"no space left to write the manifest {self.path}") from None
+            raise
+        del view
+        self._buffer.clear()
+
+    def close(self, sync: bool = True) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+            if sync:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
