@@ -1,0 +1,221 @@
+"""The simulated site's content: every record, the feeds the API pages through, and file bodies.
+
+Pure and deterministic from the seed (no I/O); caches the sorted feeds and filtered selections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bodies import BodyMaker, Rendition
+from .config import SimConfig
+from .items import NEWEST_MS, SPAN_MS, Record, RecordFactory, World
+from .options import SizeRequest, parse_options
+from .query import PERIODS, Filters, parse_query
+
+_FIRST_ID = 12_000_000
+_MAX_SELECTIONS = 64
+
+
+@dataclass(slots=True)
+class Selection:
+    """One filtered, sorted feed, hidden records included: cursors are offsets into it."""
+
+    records: tuple[Record, ...]
+    _positions: dict[int, int] | None = field(default=None)
+
+    def position(self, image_id: int) -> int | None:
+        if self._positions is None:
+            self._positions = {r.item["id"]: i for i, r in enumerate(self.records)}
+        return self._positions.get(image_id)
+
+
+class Catalogue:
+    """All records, newest first. `items` holds the visible ones in API shape (relative URLs)."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self._cfg = cfg
+        self._rng = random.Random(cfg.seed)
+        world = World.build(self._rng)
+        total = cfg.images + round(cfg.images * cfg.hidden)
+        self._factory = RecordFactory(self._rng, world, SPAN_MS // max(1, total), cfg.gone)
+        self._bodies = BodyMaker(cfg.seed, cfg.body_bytes)
+        records: list[Record] = []
+        image_id, created_ms = _FIRST_ID, NEWEST_MS - SPAN_MS
+        for hidden in _hidden_flags(self._rng, cfg.images, total - cfg.images):
+            id_step, ms_step = self._factory.next_gap()
+            image_id, created_ms = image_id + id_step, created_ms + ms_step
+            records.append(self._factory.make(image_id, created_ms, hidden))
+        records.reverse()
+        self._install(records)
+
+    def _install(self, records: list[Record]) -> None:
+        # Swapped in as whole new objects so a server thread never sees a half-updated catalogue.
+        self._records = tuple(records)
+        self._by_id = {r.item["id"]: r for r in records}
+        self._by_uuid = {r.uuid: r for r in records if not r.hidden}
+        self._items = [r.item for r in records if not r.hidden]
+        self._orders: dict[str, tuple[Record, ...]] = {}
+        self._selections: OrderedDict[Filters, Selection] = OrderedDict()
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return self._items
+
+    @property
+    def newest_ms(self) -> int:
+        return self._records[0].created_ms if self._records else NEWEST_MS
+
+    def record(self, image_id: int) -> Record | None:
+        return self._by_id.get(image_id)
+
+    def by_uuid(self, image_uuid: str) -> Record | None:
+        return self._by_uuid.get(image_uuid)
+
+    def add_new(self, n: int) -> list[int]:
+        """Add n visible items at the head of the feed (newer ids and createdAt); returns their ids."""
+        newest = self._records[0] if self._records else None
+        image_id = newest.item["id"] if newest else _FIRST_ID
+        created_ms = newest.created_ms if newest else NEWEST_MS
+        fresh: list[Record] = []
+        for _ in range(n):
+            id_step, ms_step = self._factory.next_gap()
+            image_id, created_ms = image_id + id_step, created_ms + ms_step
+            fresh.append(self._factory.make(image_id, created_ms, hidden=False))
+        fresh.reverse()
+        self._install(fresh + list(self._records))
+        return [r.item["id"] for r in fresh]
+
+    def select(self, filters: Filters) -> Selection:
+        """The feed for `filters`; cached, since a crawl asks for the same one page after page."""
+        selections = self._selections
+        found = selections.get(filters)
+        if found is not None:
+            return found
+        since = self.newest_ms - PERIODS[filters.period] * 86_400_000 if PERIODS[filters.period] else None
+        chosen = Selection(tuple(r for r in self._order(filters.sort) if _matches(r, filters, since)))
+        selections[filters] = chosen
+        if len(selections) > _MAX_SELECTIONS:
+            selections.popitem(last=False)
+        return chosen
+
+    def _order(self, sort: str) -> tuple[Record, ...]:
+        order = self._orders.get(sort)
+        if order is None:
+            order = self._orders[sort] = _sorted(self._records, sort, self._cfg.seed)
+        return order
+
+    def rendition(self, record: Record, width: int | None, original: bool, still: bool = False) -> Rendition:
+        """What the CDN serves: never upscaled; `original` is the uploaded file itself."""
+        if original and not still:
+            return ("original", 0)
+        served = min(width, record.item["width"]) if width else record.item["width"]
+        return ("still" if still and record.item["type"] == "video" else "width", served)
+
+    def body(self, item_id: int, width: int | None, original: bool, still: bool = False) -> tuple[bytes, str]:
+        """The exact bytes and Content-Type the CDN serves for this item at this size."""
+        record = self._by_id.get(item_id)
+        if record is None:
+            raise KeyError(item_id)
+        return self._body(record, width, original, still, cached=True)
+
+    def file(self, record: Record, size: SizeRequest) -> tuple[bytes, str]:
+        """What the CDN answers for a URL naming `record` with these size options (cached)."""
+        return self._body(record, size.width, size.original, size.still, cached=True)
+
+    def _body(self, record: Record, width: int | None, original: bool, still: bool, cached: bool) -> tuple[bytes, str]:
+        rendition = self.rendition(record, width, original, still)
+        content_type = "image/jpeg" if rendition[0] == "still" else record.content_type
+        make = self._bodies.body if cached else self._bodies.make
+        return make(record.item["id"], rendition, content_type), content_type
+
+    def expected(
+        self, params: Mapping[str, str] | None = None, width: int | None = None, original: bool = False
+    ) -> dict[int, str]:
+        """id -> sha256 of the body a complete mirror of the `/images` query `params` must hold.
+
+        With `width` or `original`, each URL is taken as rewritten to that size; with neither,
+        each item's own URL as listed. Gone items are left out (see `expected_gone`).
+        """
+        if width is not None and original:
+            raise ValueError("ask for a width or the original, not both")
+        out: dict[int, str] = {}
+        for record in self._visible(params):
+            if record.gone:
+                continue
+            if width is None and not original:
+                own = parse_options(record.item["url"].split("/")[-2])
+                data, _ = self._body(record, own.width, own.original, False, cached=False)
+            else:
+                data, _ = self._body(record, width, original, False, cached=False)
+            out[record.item["id"]] = hashlib.sha256(data).hexdigest()
+        return out
+
+    def expected_gone(self, params: Mapping[str, str] | None = None) -> set[int]:
+        """Ids the query lists whose files are deleted (the CDN answers 404 or 410)."""
+        return {r.item["id"] for r in self._visible(params) if r.gone}
+
+    def _visible(self, params: Mapping[str, str] | None) -> list[Record]:
+        filters = parse_query(params or {}).filters
+        return [r for r in self.select(filters).records if not r.hidden]
+
+
+def _hidden_flags(rng: random.Random, visible: int, hidden: int) -> list[bool]:
+    """Oldest-first flags; hidden records come in runs so that whole pages can come back empty."""
+    flags = [False] * visible
+    while hidden > 0:
+        run = rng.randint(1, min(hidden, 150))
+        at = rng.randint(0, len(flags))
+        flags[at:at] = [True] * run
+        hidden -= run
+    return flags
+
+
+def _sorted(records: tuple[Record, ...], sort: str, seed: int) -> tuple[Record, ...]:
+    # `records` is newest first, and Python's sort is stable, so ties keep newest first.
+    if sort == "Newest":
+        return records
+    if sort == "Oldest":
+        return records[::-1]
+    if sort == "Random":
+        shuffled = list(records)
+        random.Random(f"{seed}:random").shuffle(shuffled)
+        return tuple(shuffled)
+    if sort == "Most Comments":
+        return tuple(sorted(records, key=lambda r: -r.item["stats"]["commentCount"]))
+    if sort == "Most Collected":
+        return tuple(sorted(records, key=lambda r: -r.collected))
+    return tuple(sorted(records, key=_reactions))
+
+
+def _reactions(record: Record) -> int:
+    s = record.item["stats"]
+    return -(s["likeCount"] + s["heartCount"] + s["laughCount"] + s["cryCount"])
+
+
+def _matches(record: Record, f: Filters, since_ms: int | None) -> bool:
+    item = record.item
+    if not item["browsingLevel"] & f.levels:
+        return False
+    if since_ms is not None and record.created_ms < since_ms:
+        return False
+    if f.username is not None and item["username"].lower() != f.username:
+        return False
+    if f.user_id is not None and record.user_id != f.user_id:
+        return False
+    if f.post_id is not None and item["postId"] != f.post_id:
+        return False
+    if f.model_id is not None and f.model_id not in record.model_ids:
+        return False
+    if f.model_version_id is not None and f.model_version_id not in item["modelVersionIds"]:
+        return False
+    if f.image_id is not None and item["id"] != f.image_id:
+        return False
+    if f.base_models is not None and item["baseModel"] not in f.base_models:
+        return False
+    return f.media_type is None or item["type"] == f.media_type

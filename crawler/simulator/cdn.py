@@ -1,0 +1,103 @@
+"""`GET /{hash1}/{uuid}/{params}/{name}`: the image CDN, resizing by `width=`, with its faults.
+
+Partial-write faults stream the body with `web.StreamResponse` so they can stop halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from . import abrupt
+from .catalogue import Catalogue
+from .config import FaultConfig
+from .faults import FaultPicker
+from .items import HASH1
+from .log import LogEntry
+from .options import parse_options
+
+_HTML_500 = b"<html><head><title>500 Internal Server Error</title></head><body><h1>500</h1></body></html>"
+# What a CDN's bot check or error page looks like to a client that trusts status 200 blindly.
+_HTML_PAGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>Checking your browser</body></html>"
+
+
+class CdnEndpoint:
+    """One per server; `closing` is set at shutdown so a stalled body gives up at once."""
+
+    __slots__ = ("_catalogue", "_faults", "_cfg", "_closing")
+
+    def __init__(self, catalogue: Catalogue, faults: FaultPicker, cfg: FaultConfig, closing: asyncio.Event) -> None:
+        self._catalogue = catalogue
+        self._faults = faults
+        self._cfg = cfg
+        self._closing = closing
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        entry: LogEntry = request["log_entry"]
+        info = request.match_info
+        record = self._catalogue.by_uuid(info["uuid"]) if info["hash1"] == HASH1 else None
+        if record is None:
+            return web.Response(status=404, text="Not Found")
+        try:
+            size = parse_options(info["params"])
+        except ValueError as exc:
+            return web.Response(status=400, text=str(exc))
+        fault = self._faults.cdn()
+        entry.fault = fault
+        if fault == "429":
+            return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": self._faults.retry_after()})
+        if fault == "500":
+            return web.Response(status=500, body=_HTML_500, content_type="text/html")
+        if record.gone:
+            entry.fault = None  # a deleted file has no body to break
+            return web.Response(status=record.gone, text="Not Found" if record.gone == 404 else "Gone")
+        if fault == "html":
+            return web.Response(body=_HTML_PAGE, content_type="text/html")
+        data, content_type = self._catalogue.file(record, size)
+        if fault in ("reset", "truncate", "stall"):
+            return await self._broken(request, fault, data, content_type)
+        return _ranged(request, data, content_type)
+
+    async def _broken(self, request: web.Request, fault: str, data: bytes, content_type: str) -> web.StreamResponse:
+        """Headers promise the whole body; only part of it arrives (or arrives very late)."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = len(data)
+        await response.prepare(request)
+        half = len(data) // 2
+        await response.write(data[:half])
+        if fault == "reset":
+            abrupt.reset(request)
+            return response
+        if fault == "truncate":
+            abrupt.close_early(request)
+            return response
+        # Stall: hang up to stall_seconds. A client that leaves cancels this handler
+        # (handler_cancellation), and shutdown sets `closing` so it never waits the stall out.
+        try:
+            await asyncio.wait_for(self._closing.wait(), self._cfg.stall_seconds)
+        except TimeoutError:
+            await response.write(data[half:])
+            await response.write_eof()
+            return response
+        abrupt.reset(request)
+        return response
+
+
+def _ranged(request: web.Request, data: bytes, content_type: str) -> web.Response:
+    """Honour a single `Range: bytes=N-M` so a client may resume a cut download."""
+    if "Range" not in request.headers:
+        return web.Response(body=data, content_type=content_type, headers={"Accept-Ranges": "bytes"})
+    try:
+        wanted = request.http_range
+        start, stop, _ = wanted.indices(len(data))
+    except ValueError:
+        wanted, start, stop = None, 0, 0
+    if wanted is None or start >= stop:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+    return web.Response(
+        status=206,
+        body=data[start:stop],
+        content_type=content_type,
+        headers={"Content-Range": f"bytes {start}-{stop - 1}/{len(data)}", "Accept-Ranges": "bytes"},
+    )

@@ -1,0 +1,93 @@
+"""Configuration of the CivitAI simulator: catalogue shape and injected faults.
+
+Both are frozen dataclasses built once; every probability is per request and checked up front.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields
+
+CURSOR_STYLES = ("offset", "number", "feed")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """Per-request fault probabilities (0.0 = never) and the knobs that shape each fault."""
+
+    api_429: float = 0.0
+    api_503: float = 0.0
+    api_500: float = 0.0
+    api_malformed: float = 0.0
+    api_reset: float = 0.0
+    cdn_429: float = 0.0
+    cdn_500: float = 0.0
+    cdn_reset: float = 0.0
+    cdn_truncate: float = 0.0
+    cdn_stall: float = 0.0
+    cdn_html: float = 0.0
+    duplicate: float = 0.0
+    null_cursor: float = 0.0
+    retry_after: float = 1.0
+    retry_after_http_date: bool = False
+    stall_seconds: float = 30.0
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in PROBABILITIES and not 0.0 <= value <= 1.0:
+                raise ValueError(f"FaultConfig.{f.name} must be within 0..1, got {value!r}")
+        for name in ("retry_after", "stall_seconds", "latency_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FaultConfig.{name} must not be negative")
+        # Faults of one kind share a single roll, so their sum is the chance of any fault at all.
+        for group in (API_FAULTS, CDN_FAULTS):
+            total = sum(getattr(self, name) for name in group)
+            if total > 1.0 + 1e-9:
+                raise ValueError(f"fault probabilities {', '.join(group)} sum to {total:g} > 1")
+
+
+API_FAULTS = ("api_429", "api_503", "api_500", "api_malformed", "api_reset")
+CDN_FAULTS = ("cdn_429", "cdn_500", "cdn_reset", "cdn_truncate", "cdn_stall", "cdn_html")
+PROBABILITIES = frozenset((*API_FAULTS, *CDN_FAULTS, "duplicate", "null_cursor"))
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """What the simulated site holds and how it misbehaves; the same config gives the same site."""
+
+    images: int = 3000
+    seed: int = 1
+    body_bytes: int = 4096
+    hidden: float = 0.0
+    gone: float = 0.0
+    cursor_style: str = "offset"
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        if self.images < 0:
+            raise ValueError("SimConfig.images must not be negative")
+        if self.body_bytes < 64:
+            raise ValueError("SimConfig.body_bytes must be at least 64")
+        if not 0.0 <= self.hidden <= 10.0:
+            raise ValueError("SimConfig.hidden must be within 0..10 (a fraction of the visible items)")
+        if not 0.0 <= self.gone <= 1.0:
+            raise ValueError("SimConfig.gone must be within 0..1")
+        if self.cursor_style not in CURSOR_STYLES:
+            raise ValueError(f"SimConfig.cursor_style must be one of {', '.join(CURSOR_STYLES)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("SimConfig.port must be within 0..65535")
+        require_loopback(self.host)
+
+
+def require_loopback(host: str) -> None:
+    """Refuse to serve anywhere but this machine: the simulator is a test fixture, not a site."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"simulator host must be a loopback IP address, got {host!r}")

@@ -1,0 +1,62 @@
+"""The three cursor forms CivitAI has used, all mapping to an offset into one filtered feed.
+
+Cursors carry a check value, so a cursor this server never issued is refused like the API does.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from .catalogue import Selection
+
+_EPOCH_MS = 1_700_000_000_000
+
+
+class CursorError(ValueError):
+    """A cursor this server never issued (HTTP 400)."""
+
+
+class Cursors:
+    """Encodes the offset of the next page and decodes it back, in one of the cursor styles."""
+
+    __slots__ = ("_style", "_seed")
+
+    def __init__(self, style: str, seed: int) -> None:
+        self._style = style
+        self._seed = seed
+
+    def encode(self, offset: int, feed: Selection) -> str | int:
+        if self._style == "number":
+            return offset  # a JSON number, like the official reference's `"nextCursor": 101`
+        if self._style == "feed":
+            record = feed.records[offset]
+            return f"feed:{record.created_ms}:{record.item['id']}"
+        return f"{offset}|{self._check_ms(offset)}"
+
+    def decode(self, cursor: str, feed: Selection) -> int:
+        """Offset of the page `cursor` points at; raises CursorError for anything not issued."""
+        if self._style == "number":
+            if not cursor.isdigit() or int(cursor) > len(feed.records):
+                raise CursorError(f"invalid cursor {cursor!r}")
+            return int(cursor)
+        if self._style == "feed":
+            return self._decode_feed(cursor, feed)
+        offset, sep, ms = cursor.partition("|")
+        if not sep or not offset.isdigit() or ms != str(self._check_ms(int(offset))):
+            raise CursorError(f"invalid cursor {cursor!r}")
+        return int(offset)
+
+    def _decode_feed(self, cursor: str, feed: Selection) -> int:
+        # Keyset style: the cursor names the first item of the next page, so inserts do not shift it.
+        prefix, _, rest = cursor.partition(":")
+        ms, _, image_id = rest.partition(":")
+        if prefix != "feed" or not ms.isdigit() or not image_id.isdigit():
+            raise CursorError(f"invalid cursor {cursor!r}")
+        position = feed.position(int(image_id))
+        if position is None or feed.records[position].created_ms != int(ms):
+            raise CursorError(f"invalid cursor {cursor!r}")
+        return position
+
+    def _check_ms(self, offset: int) -> int:
+        # Looks like CivitAI's sortAt milliseconds, but is a check value over (seed, offset).
+        return _EPOCH_MS + zlib.crc32(f"{self._seed}:{offset}".encode()) * 17
