@@ -97,11 +97,16 @@ class ResumeState:
 
 
 class ManifestWriter:
-    """Appends records; buffered so the per-image cost is one orjson.dumps, written in small batches."""
+    """Appends records, one write(2) each by default.
+
+    A record reaches the kernel as soon as it is appended, so kill -9 loses at most the images still
+    in flight (a write is microseconds next to a download). `flush_bytes` > 0 batches instead: for
+    replaying or generating large logs where that guarantee does not matter.
+    """
 
     __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds")
 
-    def __init__(self, path: Path, flush_bytes: int = 64 * 1024, flush_seconds: float = 0.25) -> None:
+    def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25) -> None:
         self.path = path
         self.flush_bytes = flush_bytes
         self.flush_seconds = flush_seconds
