@@ -16,7 +16,7 @@ from .catalogue import Catalogue, Selection
 from .config import FaultConfig
 from .cursors import CursorError, Cursors
 from .faults import FaultPicker
-from .log import LogEntry
+from .log import ENTRY_KEY, LogEntry
 from .query import QueryError, parse_query
 
 _HTML_503 = b"<html><head><title>503 Service Unavailable</title></head><body><h1>503 Service Unavailable</h1></body></html>"
@@ -35,7 +35,7 @@ class ImagesEndpoint:
         self._cfg = cfg
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        entry: LogEntry = request["log_entry"]
+        entry: LogEntry = request[ENTRY_KEY]
         fault = self._faults.api()
         entry.fault = fault
         if fault == "reset":

@@ -14,7 +14,7 @@ from .catalogue import Catalogue
 from .config import FaultConfig
 from .faults import FaultPicker
 from .items import HASH1
-from .log import LogEntry
+from .log import ENTRY_KEY, LogEntry
 from .options import parse_options
 
 _HTML_500 = b"<html><head><title>500 Internal Server Error</title></head><body><h1>500</h1></body></html>"
@@ -34,7 +34,7 @@ class CdnEndpoint:
         self._closing = closing
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        entry: LogEntry = request["log_entry"]
+        entry: LogEntry = request[ENTRY_KEY]
         info = request.match_info
         record = self._catalogue.by_uuid(info["uuid"]) if info["hash1"] == HASH1 else None
         if record is None:

@@ -6,6 +6,9 @@ Appending is all the hot path does; counting and windowing happen only when a te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
 
 
 @dataclass(slots=True)
@@ -20,6 +23,10 @@ class LogEntry:
     fault: str | None = None
     auth: bool = False  # an Authorization header or a token= parameter arrived
     user_agent: str = ""
+
+
+# Where the middleware leaves a request's entry for its handler to fill in (typed key on aiohttp >= 3.12).
+ENTRY_KEY: Any = web.RequestKey("log_entry", LogEntry) if hasattr(web, "RequestKey") else "log_entry"
 
 
 class RequestLog:

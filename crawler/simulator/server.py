@@ -18,7 +18,7 @@ from .config import SimConfig, require_loopback
 from .cursors import Cursors
 from .faults import FaultPicker
 from .items import HASH1
-from .log import LogEntry, RequestLog
+from .log import ENTRY_KEY, LogEntry, RequestLog
 
 _CDN_PREFIX = f"/{HASH1}/"
 
@@ -94,7 +94,7 @@ class SimServer:
                 user_agent=request.headers.get("User-Agent", ""),
             )
             log.append(entry)
-            request["log_entry"] = entry
+            request[ENTRY_KEY] = entry
             if latency:
                 await asyncio.sleep(latency)
             try:

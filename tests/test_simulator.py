@@ -1,0 +1,537 @@
+"""The CivitAI simulator over real sockets: paging, filters, cursors, CDN sizes and every fault.
+
+Each test asserts one behaviour the crawler's own tests rely on; all bind 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+import pytest
+
+from crawler.simulator import Catalogue, FaultConfig, RequestLog, SimConfig, SimServer, SimThread
+from crawler.simulator.log import LogEntry
+
+ALL = {"browsingLevel": "31"}
+REPO = Path(__file__).resolve().parent.parent
+# The fields of the sample page's items (shared/samples/images-page.json), plus `thumbnail`.
+FIELDS = {"id", "url", "hash", "width", "height", "nsfwLevel", "type", "nsfw", "browsingLevel", "createdAt", "postId",
+          "stats", "meta", "username", "baseModel", "modelVersionIds", "thumbnail"}
+
+
+def sim(images: int = 400, faults: FaultConfig | None = None, **kw: Any) -> SimServer:
+    return SimServer(SimConfig(images=images, faults=faults or FaultConfig(), **kw))
+
+
+async def get_json(session: aiohttp.ClientSession, url: str, params: dict[str, str]) -> dict[str, Any]:
+    async with session.get(url, params=params) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def walk(
+    session: aiohttp.ClientSession, api_base: str, params: dict[str, str], follow_next_page: bool = False
+) -> list[dict[str, Any]]:
+    """Every page of a query, following nextCursor (or nextPage's query) until the feed ends."""
+    pages = []
+    query = dict(params)
+    for _ in range(10_000):
+        page = await get_json(session, api_base + "/images", query)
+        pages.append(page)
+        metadata = page["metadata"]
+        if follow_next_page:
+            if "nextPage" not in metadata:
+                break
+            query = dict(parse_qsl(urlsplit(metadata["nextPage"]).query))
+        else:
+            cursor = metadata.get("nextCursor")
+            if cursor is None:
+                break
+            query = {**params, "cursor": str(cursor)}
+    return pages
+
+
+def ids_of(pages: list[dict[str, Any]]) -> list[int]:
+    return [item["id"] for page in pages for item in page["items"]]
+
+
+# --- paging and filters ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, ALL, {"type": "video", **ALL}, {"nsfw": "true"}, {"sort": "Newest", "nsfw": "Soft"}, {"sort": "Random"}],
+    ids=["default-pg", "all-levels", "videos", "nsfw-true", "newest-soft", "random"],
+)
+async def test_paging_returns_exactly_the_expected_ids(params: dict[str, str]) -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        pages = await walk(session, server.api_base, {**params, "limit": "37"})
+        ids = ids_of(pages)
+        expected = server.catalogue.expected(params)
+    assert len(ids) == len(set(ids)), "a fault-free feed has no duplicates"
+    assert set(ids) == set(expected)
+    assert expected, "the query should match something"
+    assert "nextCursor" not in pages[-1]["metadata"] and "nextPage" not in pages[-1]["metadata"]
+
+
+async def test_username_filter_returns_only_that_creator() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        name = server.catalogue.items[0]["username"]
+        pages = await walk(session, server.api_base, {"username": name, **ALL, "limit": "5"})
+        items = [item for page in pages for item in page["items"]]
+        expected = server.catalogue.expected({"username": name, **ALL})
+    assert {i["id"] for i in items} == set(expected)
+    assert {i["username"] for i in items} == {name}
+    assert 0 < len(items) < len(server.catalogue.items)
+
+
+async def test_default_is_pg_only_and_about_half_the_catalogue() -> None:
+    async with sim(images=1000) as server, aiohttp.ClientSession() as session:
+        pg = await walk(session, server.api_base, {"limit": "200"})
+        items = [item for page in pg for item in page["items"]]
+    assert {i["browsingLevel"] for i in items} == {1}
+    assert {i["nsfwLevel"] for i in items} == {"None"} and not any(i["nsfw"] for i in items)
+    assert 350 < len(items) < 650
+
+
+async def test_filters_by_post_model_version_base_model_and_image() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        item = next(i for i in server.catalogue.items if i["modelVersionIds"])
+        cases = {
+            "postId": (str(item["postId"]), lambda i: i["postId"] == item["postId"]),
+            "modelVersionId": (str(item["modelVersionIds"][0]), lambda i: item["modelVersionIds"][0] in i["modelVersionIds"]),
+            "baseModels": (item["baseModel"], lambda i: i["baseModel"] == item["baseModel"]),
+            "imageId": (str(item["id"]), lambda i: i["id"] == item["id"]),
+        }
+        for name, (value, keep) in cases.items():
+            pages = await walk(session, server.api_base, {name: value, **ALL})
+            want = {i["id"] for i in server.catalogue.items if keep(i)}
+            assert set(ids_of(pages)) == want == set(server.catalogue.expected({name: value, **ALL})), name
+
+
+@pytest.mark.parametrize("limit", ["201", "abc", "-1", "1.5"])
+async def test_bad_limit_is_http_400_with_json_error(limit: str) -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        async with session.get(server.api_base + "/images", params={"limit": limit}) as response:
+            assert response.status == 400
+            assert "error" in await response.json()
+        async with session.get(server.api_base + "/images", params={"limit": "200"}) as response:
+            assert response.status == 200
+
+
+async def test_cursor_never_issued_is_http_400() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        first = await get_json(session, server.api_base + "/images", {"limit": "10"})
+        good = first["metadata"]["nextCursor"]
+        for bad in ("garbage", "10|123", "99999999|1"):
+            async with session.get(server.api_base + "/images", params={"limit": "10", "cursor": bad}) as response:
+                assert response.status == 400, bad
+        async with session.get(server.api_base + "/images", params={"limit": "10", "cursor": good}) as response:
+            assert response.status == 200
+
+
+async def test_next_page_repeats_every_request_param_and_the_cursor() -> None:
+    params = {"limit": "3", "sort": "Most Comments", "withMeta": "true", "browsingLevel": "31", "token": "k"}
+    async with sim() as server, aiohttp.ClientSession() as session:
+        page = await get_json(session, server.api_base + "/images", params)
+    next_page = urlsplit(page["metadata"]["nextPage"])
+    assert f"{next_page.scheme}://{next_page.netloc}/api/v1" == server.api_base
+    assert dict(parse_qsl(next_page.query)) == {**params, "cursor": page["metadata"]["nextCursor"]}
+    assert "%7C" in next_page.query, "the cursor is URL-encoded"
+
+
+async def test_null_cursor_still_completes_via_next_page() -> None:
+    async with sim(faults=FaultConfig(null_cursor=1.0)) as server, aiohttp.ClientSession() as session:
+        pages = await walk(session, server.api_base, {"limit": "25"}, follow_next_page=True)
+        expected = server.catalogue.expected()
+    assert all(p["metadata"]["nextCursor"] is None for p in pages[:-1])
+    assert len(pages) > 3
+    assert set(ids_of(pages)) == set(expected)
+
+
+@pytest.mark.parametrize("style", ["offset", "number", "feed"])
+async def test_each_cursor_style_pages_to_the_end(style: str) -> None:
+    async with sim(cursor_style=style) as server, aiohttp.ClientSession() as session:
+        pages = await walk(session, server.api_base, {"limit": "30", **ALL})
+        expected = server.catalogue.expected(ALL)
+    cursor = pages[0]["metadata"]["nextCursor"]
+    if style == "number":
+        assert isinstance(cursor, int)
+    elif style == "feed":
+        assert isinstance(cursor, str) and cursor.startswith("feed:")
+    else:
+        assert isinstance(cursor, str) and "|" in cursor
+    assert set(ids_of(pages)) == set(expected)
+
+
+async def test_hidden_items_give_short_and_empty_pages_but_the_feed_completes() -> None:
+    async with sim(hidden=1.0) as server, aiohttp.ClientSession() as session:
+        params = {"limit": "20", "sort": "Newest", **ALL}
+        pages = await walk(session, server.api_base, params)
+        expected = server.catalogue.expected(params)
+    sizes = [len(p["items"]) for p in pages[:-1]]
+    assert 0 in sizes, "a run of hidden items should leave a page empty"
+    assert any(0 < n < 20 for n in sizes)
+    assert all("nextCursor" in p["metadata"] for p in pages[:-1])
+    assert set(ids_of(pages)) == set(expected)
+    assert len(expected) == 400
+
+
+async def test_duplicate_fault_repeats_an_item_of_the_previous_page() -> None:
+    async with sim(faults=FaultConfig(duplicate=1.0)) as server, aiohttp.ClientSession() as session:
+        pages = await walk(session, server.api_base, {"limit": "20", **ALL})
+        expected = server.catalogue.expected(ALL)
+    ids = ids_of(pages)
+    assert len(ids) > len(set(ids))
+    assert set(ids) == set(expected)
+    for previous, page in zip(pages, pages[1:]):
+        assert page["items"][0]["id"] in {i["id"] for i in previous["items"]}
+
+
+async def test_items_have_the_sample_fields_and_urls_on_the_simulator() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        with_meta = await walk(session, server.api_base, {"withMeta": "true", "limit": "200", **ALL})
+        without = await get_json(session, server.api_base + "/images", {"limit": "200", **ALL})
+    items = [i for p in with_meta for i in p["items"]]
+    assert all(FIELDS <= set(i) for i in items)
+    assert all(i["url"].startswith(server.origin + "/xG1nkqKTMzGDvpLrqFT7WA/") for i in items)
+    assert any("/original=true/" in i["url"] for i in items) and any("/width=" in i["url"] for i in items)
+    assert all(isinstance(i["nsfwLevel"], str) for i in items)
+    assert all(i["meta"] is None for i in without["items"])
+    with_meta_share = sum(i["meta"] is not None for i in items) / len(items)
+    assert 0.7 < with_meta_share < 0.95
+    videos = [i for i in items if i["type"] == "video"]
+    assert videos and all(v["thumbnail"]["url"].startswith(server.origin) and v["url"].endswith(".mp4") for v in videos)
+    assert all(i["thumbnail"] is None for i in items if i["type"] == "image")
+
+
+async def test_add_new_puts_new_items_first_under_newest() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        new_ids = server.catalogue.add_new(5)
+        page = await get_json(session, server.api_base + "/images", {"sort": "Newest", "limit": "5", **ALL})
+    assert [i["id"] for i in page["items"]] == new_ids
+    assert new_ids == sorted(new_ids, reverse=True)
+    assert set(new_ids) <= set(server.catalogue.expected(ALL))
+
+
+def test_catalogue_is_deterministic_from_the_seed() -> None:
+    a, b, c = (Catalogue(SimConfig(images=200, seed=s)) for s in (7, 7, 8))
+    assert a.items == b.items and a.items != c.items
+    assert a.expected(ALL) == b.expected(ALL)
+    assert a.body(a.items[0]["id"], 300, False) == b.body(b.items[0]["id"], 300, False)
+
+
+# --- CDN --------------------------------------------------------------------------------------
+
+
+def rewrite(url: str, options: str) -> str:
+    parts = url.split("/")
+    parts[-2] = options
+    return "/".join(parts)
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, bytes, aiohttp.ClientResponse]:
+    async with session.get(url, **kw) as response:
+        return response.status, await response.read(), response
+
+
+async def test_width_rewriting_serves_width_dependent_bodies_and_never_upscales() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        item = next(i for i in server.catalogue.items if i["type"] == "image")
+        url = server.origin + item["url"]
+        _, small, response = await fetch(session, rewrite(url, "width=100"))
+        _, larger, _ = await fetch(session, rewrite(url, "anim=false,width=200"))
+        _, full, _ = await fetch(session, rewrite(url, f"width={item['width']}"))
+        _, huge, _ = await fetch(session, rewrite(url, "width=100000"))
+        _, original, _ = await fetch(session, rewrite(url, "original=true,quality=90"))
+        catalogue = server.catalogue
+        assert small == catalogue.body(item["id"], 100, False)[0]
+        assert larger == catalogue.body(item["id"], 200, False)[0]
+        assert original == catalogue.body(item["id"], None, True)[0]
+        assert response.headers["Content-Type"] == catalogue.body(item["id"], 100, False)[1]
+        assert int(response.headers["Content-Length"]) == len(small)
+    assert len({small, larger, full, original}) == 4
+    assert huge == full, "never upscaled: a width over the original serves the original width"
+
+
+async def test_every_listed_url_serves_the_expected_body() -> None:
+    async with sim(images=150) as server, aiohttp.ClientSession() as session:
+        items = [i for p in await walk(session, server.api_base, {**ALL, "limit": "200"}) for i in p["items"]]
+        own = server.catalogue.expected(ALL)
+        at_450 = server.catalogue.expected(ALL, width=450)
+        originals = server.catalogue.expected(ALL, original=True)
+        for item in items:
+            _, body, response = await fetch(session, item["url"])
+            assert hashlib.sha256(body).hexdigest() == own[item["id"]]
+            ctype = response.headers["Content-Type"]
+            magic = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG", "image/webp": b"RIFF", "video/mp4": b"\x00\x00\x00"}
+            assert body.startswith(magic[ctype]), ctype
+            assert (ctype == "video/mp4") == (item["type"] == "video")
+            _, body, _ = await fetch(session, rewrite(item["url"], "width=450"))
+            assert hashlib.sha256(body).hexdigest() == at_450[item["id"]]
+            _, body, _ = await fetch(session, rewrite(item["url"], "original=true"))
+            assert hashlib.sha256(body).hexdigest() == originals[item["id"]]
+    assert len({len(b) for b in (server.catalogue.body(i["id"], None, True)[0] for i in items)}) > 10
+
+
+async def test_video_thumbnail_is_a_jpeg_still() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        video = next(i for i in server.catalogue.items if i["type"] == "video")
+        status, body, response = await fetch(session, server.origin + video["thumbnail"]["url"])
+    assert status == 200 and response.headers["Content-Type"] == "image/jpeg" and body[:3] == b"\xff\xd8\xff"
+
+
+async def test_unknown_uuid_and_bad_width_are_rejected() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        item = server.catalogue.items[0]
+        unknown = server.origin + "/xG1nkqKTMzGDvpLrqFT7WA/00000000-0000-4000-8000-000000000000/width=450/1.jpeg"
+        assert (await fetch(session, unknown))[0] == 404
+        assert (await fetch(session, rewrite(server.origin + item["url"], "width=zero")))[0] == 400
+
+
+async def test_gone_items_answer_404_or_410_and_are_not_expected() -> None:
+    async with sim(gone=0.3) as server, aiohttp.ClientSession() as session:
+        gone = server.catalogue.expected_gone(ALL)
+        expected = server.catalogue.expected(ALL)
+        by_id = {i["id"]: i for i in server.catalogue.items}
+        statuses = {(await fetch(session, server.origin + by_id[i]["url"]))[0] for i in gone}
+    assert gone and not gone & set(expected)
+    assert len(gone) + len(expected) == len(server.catalogue.items)
+    assert statuses == {404, 410}
+
+
+async def test_range_request_resumes_a_body() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        item = server.catalogue.items[0]
+        whole, _ = server.catalogue.body(item["id"], None, True)
+        url = rewrite(server.origin + item["url"], "original=true")
+        status, tail, response = await fetch(session, url, headers={"Range": "bytes=100-"})
+    assert status == 206 and tail == whole[100:]
+    assert response.headers["Content-Range"] == f"bytes 100-{len(whole) - 1}/{len(whole)}"
+
+
+def first_url(server: SimServer) -> str:
+    return server.origin + server.catalogue.items[0]["url"]
+
+
+async def test_cdn_429_carries_retry_after_seconds() -> None:
+    async with sim(faults=FaultConfig(cdn_429=1.0, retry_after=0.2)) as server, aiohttp.ClientSession() as session:
+        status, _, response = await fetch(session, first_url(server))
+    assert status == 429 and response.headers["Retry-After"] == "0.2"
+    assert server.log.entries("cdn")[0].fault == "429"
+
+
+async def test_retry_after_can_be_an_http_date() -> None:
+    faults = FaultConfig(api_429=1.0, retry_after=30, retry_after_http_date=True)
+    async with sim(faults=faults) as server, aiohttp.ClientSession() as session:
+        async with session.get(server.api_base + "/images") as response:
+            status, value = response.status, response.headers["Retry-After"]
+    wait = parsedate_to_datetime(value).timestamp() - time.time()
+    assert status == 429 and 29 <= wait <= 32
+
+
+async def test_cdn_500_and_html_faults() -> None:
+    async with sim(faults=FaultConfig(cdn_500=1.0)) as server, aiohttp.ClientSession() as session:
+        assert (await fetch(session, first_url(server)))[0] == 500
+    async with sim(faults=FaultConfig(cdn_html=1.0)) as server, aiohttp.ClientSession() as session:
+        status, body, response = await fetch(session, first_url(server))
+    assert status == 200 and response.headers["Content-Type"].startswith("text/html")
+    assert body.lstrip().lower().startswith(b"<!doctype html")
+
+
+async def test_cdn_truncate_sends_fewer_bytes_than_content_length() -> None:
+    async with sim(faults=FaultConfig(cdn_truncate=1.0)) as server, aiohttp.ClientSession() as session:
+        async with session.get(first_url(server)) as response:
+            promised = response.content_length
+            received = b""
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async for chunk in response.content.iter_any():
+                    received += chunk
+    assert promised is not None and 0 < len(received) < promised
+    assert server.log.entries("cdn")[0].fault == "truncate"
+
+
+async def test_cdn_reset_raises_on_the_client() -> None:
+    async with sim(faults=FaultConfig(cdn_reset=1.0)) as server, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            await fetch(session, first_url(server))
+    entry = server.log.entries("cdn")[0]
+    assert entry.fault == "reset" and entry.status == 0
+
+
+async def test_cdn_stall_hangs_about_stall_seconds_then_completes() -> None:
+    async with sim(faults=FaultConfig(cdn_stall=1.0, stall_seconds=0.6)) as server, aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        _, body, _ = await fetch(session, first_url(server))
+        elapsed = time.monotonic() - started
+        item = server.catalogue.items[0]
+    assert elapsed >= 0.55
+    assert hashlib.sha256(body).hexdigest() == server.catalogue.expected(ALL)[item["id"]]
+
+
+async def test_stalled_body_times_out_on_the_client_and_shutdown_does_not_wait_for_it() -> None:
+    server = sim(faults=FaultConfig(cdn_stall=1.0, stall_seconds=60))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(asyncio.TimeoutError):
+                async with session.get(first_url(server), timeout=aiohttp.ClientTimeout(sock_read=0.3)) as r:
+                    await r.read()
+            # A second stalled request is still hanging when the server stops.
+            pending = asyncio.ensure_future(fetch(session, first_url(server)))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await server.stop()
+            assert time.monotonic() - started < 5
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(pending, 5)
+    finally:
+        await server.stop()
+
+
+# --- API faults -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["429", "503", "500"])
+async def test_api_error_faults(kind: str) -> None:
+    faults = FaultConfig(**{f"api_{kind}": 1.0}, retry_after=2)
+    async with sim(faults=faults) as server, aiohttp.ClientSession() as session:
+        async with session.get(server.api_base + "/images") as response:
+            status, headers, body = response.status, response.headers, await response.read()
+    assert status == int(kind)
+    assert ("Retry-After" in headers) == (kind != "500")
+    if kind != "429":
+        assert headers["Content-Type"].startswith("text/html") and body.startswith(b"<html")
+    assert server.log.entries("api")[0].status == int(kind)
+
+
+async def test_api_malformed_json_has_status_200() -> None:
+    async with sim(faults=FaultConfig(api_malformed=1.0)) as server, aiohttp.ClientSession() as session:
+        async with session.get(server.api_base + "/images") as response:
+            status, body = response.status, await response.read()
+    assert status == 200 and body.startswith(b'{"items":[')
+    with pytest.raises(ValueError):
+        json.loads(body)
+
+
+async def test_api_reset_raises_on_the_client() -> None:
+    async with sim(faults=FaultConfig(api_reset=1.0)) as server, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            await get_json(session, server.api_base + "/images", {})
+    assert server.log.entries("api")[0].status == 0
+
+
+async def test_fault_rate_follows_its_probability() -> None:
+    async with sim(faults=FaultConfig(api_429=0.3, retry_after=0)) as server, aiohttp.ClientSession() as session:
+        for _ in range(200):
+            async with session.get(server.api_base + "/images", params={"limit": "1"}) as response:
+                await response.read()
+    assert 30 < server.log.count("api", 429) < 90
+    assert server.log.count("api", 200) + server.log.count("api", 429) == 200
+
+
+async def test_latency_delays_every_response() -> None:
+    async with sim(faults=FaultConfig(latency_ms=200)) as server, aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        await get_json(session, server.api_base + "/images", {"limit": "1"})
+        await fetch(session, first_url(server))
+    assert time.monotonic() - started >= 0.39
+
+
+# --- request log ----------------------------------------------------------------------------
+
+
+async def test_request_log_records_kind_status_auth_and_user_agent() -> None:
+    async with sim() as server, aiohttp.ClientSession(headers={"User-Agent": "test-agent/1"}) as session:
+        await get_json(session, server.api_base + "/images", {"limit": "1"})
+        async with session.get(server.api_base + "/images", params={"limit": "1"}, headers={"Authorization": "Bearer x"}) as r:
+            await r.read()
+        await get_json(session, server.api_base + "/images", {"limit": "1", "token": "x"})
+        await fetch(session, first_url(server))
+        await fetch(session, server.origin + "/nowhere")
+    log = server.log
+    assert [e.auth for e in log.entries("api")] == [False, True, True]
+    assert [e.auth for e in log.entries("cdn")] == [False]
+    assert log.count("api") == 3 and log.count("cdn") == 1 and log.count("other", 404) == 1
+    assert all(e.user_agent == "test-agent/1" for e in log.entries())
+    assert log.entries("api")[0].query == {"limit": "1"}
+    log.clear()
+    assert log.count() == 0
+
+
+def test_max_per_window_counts_the_busiest_sliding_window() -> None:
+    log = RequestLog()
+    for t in (0.0, 0.1, 0.2, 0.95, 1.5, 1.6, 3.0):
+        log.append(LogEntry(t=t, kind="cdn", path="/", query={}))
+    log.append(LogEntry(t=0.5, kind="api", path="/", query={}))
+    assert log.max_per_window("cdn", 1.0) == 4  # 0.0, 0.1, 0.2, 0.95
+    assert log.max_per_window("cdn", 0.5) == 3
+    assert log.max_per_window("api", 1.0) == 1
+    assert log.max_per_window(None, 1.0) == 5
+
+
+async def test_max_per_window_sees_a_real_burst() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        await asyncio.gather(*(fetch(session, first_url(server)) for _ in range(20)))
+        await asyncio.sleep(1.1)
+        await fetch(session, first_url(server))
+    assert server.log.max_per_window("cdn", 1.0) == 20
+
+
+# --- thread and CLI -------------------------------------------------------------------------
+
+
+def test_sim_thread_serves_synchronous_code() -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with SimThread(SimConfig(images=100)) as server:
+        with opener.open(server.api_base + "/images?limit=5", timeout=5) as response:
+            page = json.loads(response.read())
+        with opener.open(page["items"][0]["url"], timeout=5) as response:
+            body = response.read()
+        expected = server.catalogue.expected()
+        assert len(page["items"]) == 5
+        assert hashlib.sha256(body).hexdigest() == expected[page["items"][0]["id"]]
+        assert server.log.count("cdn", 200) == 1
+    with pytest.raises(OSError):
+        opener.open(server.api_base + "/images", timeout=2)
+
+
+def test_cli_prints_the_listening_line_serves_and_exits_0_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crawler.simulator", "--port", "0", "--images", "50", "--cursor-style", "number"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = process.stdout.readline().strip() if process.stdout else ""
+        assert line.startswith("listening on http://127.0.0.1:") and line.endswith("/api/v1"), line
+        api_base = line.removeprefix("listening on ")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(api_base + "/images?limit=10&browsingLevel=31", timeout=5) as response:
+            page = json.loads(response.read())
+        assert len(page["items"]) == 10 and page["metadata"]["nextCursor"] == 10
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_cli_refuses_a_non_loopback_host() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crawler.simulator", "--host", "0.0.0.0"],
+        cwd=REPO, capture_output=True, text=True, timeout=10,
+    )
+    assert result.returncode == 2 and "loopback" in result.stderr
