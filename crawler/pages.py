@@ -145,7 +145,7 @@ class Feed:
                     raise Fatal(f"http-{status}", detail)
                 if response.content_length is not None and response.content_length > _MAX_PAGE_BYTES:
                     raise Fatal("page-too-large", f"a page of {response.content_length} bytes")
-                raw = await response.content.read(_MAX_PAGE_BYTES + 1)
+                raw = await _read_capped(response, _MAX_PAGE_BYTES + 1)
         except aiohttp.ClientPayloadError:
             raise Retryable("truncated", "page body cut short") from None
         except TimeoutError:
@@ -181,9 +181,19 @@ class Feed:
         return body["items"], None
 
 
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, or its first `cap` bytes (`StreamReader.read(n)` returns after one chunk)."""
+    buffer = bytearray()
+    async for chunk in response.content.iter_chunked(256 * 1024):
+        buffer += chunk
+        if len(buffer) >= cap:
+            break
+    return bytes(buffer)
+
+
 async def _error_text(response: aiohttp.ClientResponse) -> str:
     try:
-        raw = await response.content.read(2000)
+        raw = await _read_capped(response, 2000)
         data = orjson.loads(raw)
         message = data.get("error") or data.get("message") if isinstance(data, dict) else None
         text = message if isinstance(message, str) else raw.decode("utf-8", "replace")

@@ -27,10 +27,10 @@ async def test_complete_mirror_equals_the_catalogue(sim_factory, tmp_path):
 
 
 async def test_default_query_is_pg_only_like_the_api(sim_factory, tmp_path):
-    async with sim_factory(images=300, seed=4) as sim:
-        await run_crawl(tmp_path, sim.api_base)
+    async with sim_factory(images=500, seed=4) as sim:
+        await run_crawl(tmp_path, sim.api_base, limit=200)  # full-size pages: bodies of several chunks
         expected = sim.catalogue.expected({})
-    assert 0 < len(expected) < 300
+    assert 0 < len(expected) < 500
     assert_complete(tmp_path, expected)
 
 
