@@ -535,3 +535,13 @@ def test_cli_refuses_a_non_loopback_host() -> None:
         cwd=REPO, capture_output=True, text=True, timeout=10,
     )
     assert result.returncode == 2 and "loopback" in result.stderr
+
+
+async def test_period_keeps_only_items_near_the_newest() -> None:
+    async with sim(images=2000) as server, aiohttp.ClientSession() as session:
+        week = set(ids_of(await walk(session, server.api_base, {"period": "Week", **ALL, "limit": "200"})))
+        year = set(ids_of(await walk(session, server.api_base, {"period": "Year", **ALL, "limit": "200"})))
+        expected_week = set(server.catalogue.expected({"period": "Week", **ALL}))
+        async with session.get(server.api_base + "/images", params={"period": "Fortnight"}) as response:
+            assert response.status == 400
+    assert week == expected_week and 0 < len(week) < len(year) < 2000

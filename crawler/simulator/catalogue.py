@@ -55,60 +55,40 @@ class Catalogue:
         self._install(records)
 
     def _install(self, records: list[Record]) -> None:
-        # Swapped in as whole new objects so a server thread never sees a half-updated catalogue.
-        self._records = tuple(records)
-        self._by_id = {r.item["id"]: r for r in records}
-        self._by_uuid = {r.uuid: r for r in records if not r.hidden}
-        self._items = [r.item for r in records if not r.hidden]
-        self._orders: dict[str, tuple[Record, ...]] = {}
-        self._selections: OrderedDict[Filters, Selection] = OrderedDict()
+        # One reference swap: a server thread sees either the old catalogue or the new one, never a mix.
+        self._now = _Snapshot(tuple(records), self._cfg.seed)
 
     @property
     def items(self) -> list[dict[str, Any]]:
-        return self._items
+        return self._now.items
 
     @property
     def newest_ms(self) -> int:
-        return self._records[0].created_ms if self._records else NEWEST_MS
+        return self._now.newest_ms
 
     def record(self, image_id: int) -> Record | None:
-        return self._by_id.get(image_id)
+        return self._now.by_id.get(image_id)
 
     def by_uuid(self, image_uuid: str) -> Record | None:
-        return self._by_uuid.get(image_uuid)
+        return self._now.by_uuid.get(image_uuid)
 
     def add_new(self, n: int) -> list[int]:
         """Add n visible items at the head of the feed (newer ids and createdAt); returns their ids."""
-        newest = self._records[0] if self._records else None
-        image_id = newest.item["id"] if newest else _FIRST_ID
-        created_ms = newest.created_ms if newest else NEWEST_MS
+        records = self._now.records
+        image_id = records[0].item["id"] if records else _FIRST_ID
+        created_ms = records[0].created_ms if records else NEWEST_MS
         fresh: list[Record] = []
         for _ in range(n):
             id_step, ms_step = self._factory.next_gap()
             image_id, created_ms = image_id + id_step, created_ms + ms_step
             fresh.append(self._factory.make(image_id, created_ms, hidden=False))
         fresh.reverse()
-        self._install(fresh + list(self._records))
+        self._install(fresh + list(records))
         return [r.item["id"] for r in fresh]
 
     def select(self, filters: Filters) -> Selection:
-        """The feed for `filters`; cached, since a crawl asks for the same one page after page."""
-        selections = self._selections
-        found = selections.get(filters)
-        if found is not None:
-            return found
-        since = self.newest_ms - PERIODS[filters.period] * 86_400_000 if PERIODS[filters.period] else None
-        chosen = Selection(tuple(r for r in self._order(filters.sort) if _matches(r, filters, since)))
-        selections[filters] = chosen
-        if len(selections) > _MAX_SELECTIONS:
-            selections.popitem(last=False)
-        return chosen
-
-    def _order(self, sort: str) -> tuple[Record, ...]:
-        order = self._orders.get(sort)
-        if order is None:
-            order = self._orders[sort] = _sorted(self._records, sort, self._cfg.seed)
-        return order
+        """The feed for `filters`, hidden records included; cached, as a crawl asks page after page."""
+        return self._now.select(filters)
 
     def rendition(self, record: Record, width: int | None, original: bool, still: bool = False) -> Rendition:
         """What the CDN serves: never upscaled; `original` is the uploaded file itself."""
@@ -119,7 +99,7 @@ class Catalogue:
 
     def body(self, item_id: int, width: int | None, original: bool, still: bool = False) -> tuple[bytes, str]:
         """The exact bytes and Content-Type the CDN serves for this item at this size."""
-        record = self._by_id.get(item_id)
+        record = self._now.by_id.get(item_id)
         if record is None:
             raise KeyError(item_id)
         return self._body(record, width, original, still, cached=True)
@@ -163,6 +143,41 @@ class Catalogue:
     def _visible(self, params: Mapping[str, str] | None) -> list[Record]:
         filters = parse_query(params or {}).filters
         return [r for r in self.select(filters).records if not r.hidden]
+
+
+class _Snapshot:
+    """The catalogue at one moment, with the sorted feeds and filtered selections derived from it."""
+
+    __slots__ = ("records", "by_id", "by_uuid", "items", "newest_ms", "_seed", "_orders", "_selections")
+
+    def __init__(self, records: tuple[Record, ...], seed: int) -> None:
+        self.records = records  # newest first
+        self.by_id = {r.item["id"]: r for r in records}
+        self.by_uuid = {r.uuid: r for r in records if not r.hidden}
+        self.items = [r.item for r in records if not r.hidden]
+        self.newest_ms = records[0].created_ms if records else NEWEST_MS
+        self._seed = seed
+        self._orders: dict[str, tuple[Record, ...]] = {}
+        self._selections: OrderedDict[Filters, Selection] = OrderedDict()
+
+    def select(self, filters: Filters) -> Selection:
+        selections = self._selections
+        found = selections.get(filters)
+        if found is not None:
+            return found
+        days = PERIODS[filters.period]
+        since = self.newest_ms - days * 86_400_000 if days else None
+        chosen = Selection(tuple(r for r in self._order(filters.sort) if _matches(r, filters, since)))
+        selections[filters] = chosen
+        if len(selections) > _MAX_SELECTIONS:
+            selections.popitem(last=False)
+        return chosen
+
+    def _order(self, sort: str) -> tuple[Record, ...]:
+        order = self._orders.get(sort)
+        if order is None:
+            order = self._orders[sort] = _sorted(self.records, sort, self._seed)
+        return order
 
 
 def _hidden_flags(rng: random.Random, visible: int, hidden: int) -> list[bool]:

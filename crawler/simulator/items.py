@@ -26,6 +26,8 @@ _VIDEO_SIZES = ((720, 1280), (1280, 720), (512, 512))
 _BASE_MODELS = ("SDXL 1.0", "Pony", "SD 1.5", "Flux.1 D", "Illustrious")
 _SAMPLERS = ("DPM++ 2M", "Euler a", "DPM++ 2M Karras", "DPM++ SDE", "Euler")
 _BLURHASH_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
+# Random bytes map onto the base83 alphabet in one C call (a per-character choice is ~15x slower).
+_BLURHASH_TABLE = bytes(ord(_BLURHASH_ALPHABET[i % len(_BLURHASH_ALPHABET)]) for i in range(256))
 _WORDS = ("portrait", "castle", "neon", "forest", "cat", "city", "sunset", "robot", "ocean", "dragon",
           "masterpiece", "cinematic", "watercolor", "mountain", "knight", "flowers")
 _SYLLABLES = ("ka", "ro", "mi", "zu", "an", "te", "lo", "vi", "ne", "sa", "do", "ri", "qu", "el", "ja")
@@ -179,7 +181,7 @@ def _uuid4(bits: int) -> str:
 
 def _blurhash(rng: random.Random) -> str:
     length = rng.choice((28, 36))
-    return "U" + "".join(rng.choices(_BLURHASH_ALPHABET, k=length - 1))
+    return "U" + rng.randbytes(length - 1).translate(_BLURHASH_TABLE).decode("ascii")
 
 
 def _stats(rng: random.Random) -> dict[str, int]:
