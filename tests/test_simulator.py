@@ -545,3 +545,12 @@ async def test_period_keeps_only_items_near_the_newest() -> None:
         async with session.get(server.api_base + "/images", params={"period": "Fortnight"}) as response:
             assert response.status == 400
     assert week == expected_week and 0 < len(week) < len(year) < 2000
+
+
+async def test_anim_false_is_ignored_for_images() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        item = next(i for i in server.catalogue.items if i["type"] == "image")
+        url = server.origin + item["url"]
+        _, with_anim, _ = await fetch(session, rewrite(url, "original=true,anim=false"))
+        _, plain, _ = await fetch(session, rewrite(url, "original=true"))
+    assert with_anim == plain == server.catalogue.body(item["id"], None, True)[0]

@@ -92,10 +92,10 @@ class Catalogue:
 
     def rendition(self, record: Record, width: int | None, original: bool, still: bool = False) -> Rendition:
         """What the CDN serves: never upscaled; `original` is the uploaded file itself."""
-        if original and not still:
-            return ("original", 0)
         served = min(width, record.item["width"]) if width else record.item["width"]
-        return ("still" if still and record.item["type"] == "video" else "width", served)
+        if still and record.item["type"] == "video":
+            return ("still", served)  # `anim=false` only means something for a video: its still frame
+        return ("original", 0) if original else ("width", served)
 
     def body(self, item_id: int, width: int | None, original: bool, still: bool = False) -> tuple[bytes, str]:
         """The exact bytes and Content-Type the CDN serves for this item at this size."""
