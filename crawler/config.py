@@ -44,6 +44,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     metavar: str | None = None
+    off_help: str | None = None  # for a boolean that is on by default: what its --no- flag does
 
     @property
     def flag(self) -> str:
@@ -63,13 +64,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("model_version_id", int, None, "only images made with this model version", query=True, minimum=1, metavar="ID"),
     Option("base_model", list, (), "only this base model, e.g. 'SDXL 1.0' (repeatable)", query=True, metavar="NAME"),
     Option("type", str, None, "only this media type", query=True, choices=TYPES),
-    Option("with_meta", bool, True, "ask for generation metadata (prompt, seed, ...) with each image", query=True),
+    Option("with_meta", bool, True, "ask for generation metadata (prompt, seed, ...) with each image", query=True,
+           off_help="do not ask for generation metadata (meta is then null in every record)"),
     Option("limit", int, 100, "page size asked of the API (1..200)", minimum=1, maximum=200, metavar="N"),
     Option("max_images", int, None, "stop after N new images", minimum=1, metavar="N"),
     # How to fetch.
     Option("api_base", str, DEFAULT_API_BASE, "API root", metavar="URL"),
     Option("width", int, None, "download at this width (rewrites the URL's width= segment; default: the item's own URL)", minimum=1, maximum=100_000, metavar="PX"),
     Option("original", bool, False, "download the original upload (original=true)"),
+    Option("fsync", bool, True, "fsync files, then the manifest, in group commits about once a second",
+           off_help="skip fsync: faster, still safe against kill -9, but a power loss may lose recent files "
+           "(for scratch mirrors)"),
     Option("concurrency", int, 16, "parallel image downloads", minimum=1, maximum=1024, metavar="N"),
     Option("api_rps", float, 2.0, "API requests per second", minimum=0.01, maximum=1000, metavar="R"),
     Option("cdn_rps", float, 50.0, "image requests per second", minimum=0.01, maximum=100_000, metavar="R"),
@@ -85,6 +90,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_interval", float, 10.0, "seconds between progress log lines when not on a terminal", minimum=0.1, metavar="S"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
+_BOOL_FLAGS = {"with_meta": ("--with-meta", "--no-meta")}
 # Names by which the API knows our query options.
 _API_NAMES = {"browsing_level": "browsingLevel", "user_id": "userId", "post_id": "postId", "model_id": "modelId",
               "model_version_id": "modelVersionId", "base_model": "baseModels", "with_meta": "withMeta"}
@@ -110,6 +116,7 @@ class CrawlConfig:
     api_base: str = DEFAULT_API_BASE
     width: int | None = None
     original: bool = False
+    fsync: bool = True
     concurrency: int = 16
     api_rps: float = 2.0
     cdn_rps: float = 50.0
@@ -163,13 +170,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option as a flag whose default is None, so only what the user typed overrides the file."""
     for o in OPTIONS:
         if o.kind is bool:
-            negative = "--no-meta" if o.name == "with_meta" else "--no-" + o.flag[2:]
-            positive = "--with-meta" if o.name == "with_meta" else o.flag
+            positive, negative = _BOOL_FLAGS.get(o.name, (o.flag, "--no-" + o.flag[2:]))
             group = parser.add_mutually_exclusive_group()
+            # Show the flag that changes the default; keep the other for scripts that spell it out.
             group.add_argument(positive, dest=o.name, action="store_const", const=True, default=None,
-                               help=f"{o.help} (default: {'on' if o.default else 'off'})")
+                               help=argparse.SUPPRESS if o.default else o.help)
             group.add_argument(negative, dest=o.name, action="store_const", const=False, default=None,
-                               help=argparse.SUPPRESS if o.name != "with_meta" else "do not ask for metadata")
+                               help=(o.off_help or f"do not {o.help}") if o.default else argparse.SUPPRESS)
         elif o.kind is list:
             parser.add_argument(o.flag, dest=o.name, action="append", default=None, metavar=o.metavar, help=o.help)
         else:

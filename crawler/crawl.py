@@ -8,6 +8,7 @@ a repeated cursor, disk full) that is printed, recorded in the manifest and turn
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import sys
@@ -22,6 +23,7 @@ from . import config as config_mod
 from .checkpoints import PARTIAL, PageLedger
 from .config import ConfigError, CrawlConfig
 from .download import Downloader
+from .durability import GroupCommit
 from .items import InvalidItem, Job, make_job
 from .limits import HostGate
 from .lock import DirLock
@@ -56,6 +58,19 @@ def prepare_root(root: Path) -> None:
         raise ConfigError(f"--out {root} is not writable")
 
 
+def _damaged(root: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    damaged = []
+    for record in records:
+        try:
+            with open(root / str(record.get("path")), "rb") as f:
+                if hashlib.file_digest(f, "sha256").hexdigest() == record.get("sha256"):
+                    continue
+        except OSError:
+            pass
+        damaged.append(record)
+    return damaged
+
+
 class Crawl:
     def __init__(self, cfg: CrawlConfig, log: TextIO = sys.stderr, seed: int | None = None) -> None:
         self.cfg = cfg
@@ -67,6 +82,7 @@ class Crawl:
         self._reason: tuple[str, str] | None = None
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(2 * cfg.concurrency, 64))
         self._writer: ManifestWriter | None = None
+        self._commits: GroupCommit | None = None
         self._ledger = PageLedger(self._checkpoint)
         self._feed: Feed | None = None
         self._invalid_logged = 0
@@ -105,7 +121,9 @@ class Crawl:
                 shown = ", ".join(map(str, state.bad_lines[:5])) + (" ..." if len(state.bad_lines) > 5 else "")
                 self.log(f"warning: {len(state.bad_lines)} unreadable line(s) in {MANIFEST_NAME} ignored (line {shown}); "
                          "the file is left as it is")
+            await self._recheck_unverified(state)
             self._writer = ManifestWriter(cfg.out / MANIFEST_NAME)
+            self._commits = GroupCommit(self._writer, fsync=cfg.fsync)
             try:
                 return await self._run(state)
             finally:
@@ -113,6 +131,17 @@ class Crawl:
                     self._writer.close()
                 except OSError as e:
                     self.log(f"warning: could not finish writing {MANIFEST_NAME}: {e.strerror or e}")
+
+    async def _recheck_unverified(self, state: ResumeState) -> None:
+        """Done records written after the last group commit: keep only those whose file is intact."""
+        if not state.unverified:
+            return
+        lost = await asyncio.to_thread(_damaged, self.cfg.out, state.unverified)
+        for record in lost:
+            state.forget(record)
+        if lost:
+            self.log(f"{len(lost)} recent image(s) recorded done have a missing or damaged file (power loss?): "
+                     "they will be downloaded again")
 
     async def _run(self, state: ResumeState) -> Outcome:
         cfg = self.cfg
@@ -138,7 +167,12 @@ class Crawl:
                 await self._pipeline(state, start, downloader)
             except DiskFull as e:  # raised by a manifest write outside the workers
                 self._finish("disk-full", f"disk full: {e.strerror}")
-        return self._conclude(downloader)
+        outcome = self._conclude(downloader)
+        try:
+            await self._commits.commit()  # everything recorded, the run's end included, made durable
+        except OSError as e:
+            self.log(f"warning: the last group commit failed: {e.strerror or e}")
+        return outcome
 
     async def _pipeline(self, state: ResumeState, start: Position | None, downloader: Downloader) -> None:
         seen = state.done | state.gone  # one set: keys settled before or queued in this run
@@ -147,11 +181,19 @@ class Crawl:
             producer = group.create_task(self._produce(state, start, seen))
             supervisor = group.create_task(self._supervise(producer, workers))
             flusher = group.create_task(self._flush_periodically())
+            committer = group.create_task(self._commit_periodically())
             display = group.create_task(show(self.stats, self._snapshot, self.cfg.progress, self.cfg.log_interval,
                                              self.log_stream))
             await asyncio.wait(workers)
-            for task in (producer, supervisor, flusher, display):
+            for task in (producer, supervisor, flusher, committer, display):
                 task.cancel()
+
+    async def _commit_periodically(self) -> None:
+        assert self._commits is not None
+        try:
+            await self._commits.run()
+        except DiskFull as e:
+            self.request_stop("disk-full", f"disk full: {e.strerror}")
 
     async def _supervise(self, producer: asyncio.Task, workers: list[asyncio.Task]) -> None:
         await self._stop.wait()
@@ -279,6 +321,8 @@ class Crawl:
             record = {**base, "status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
                       "width": job.width, "content_type": saved.content_type, "item": job.item, "t": time.time()}
         self._writer.append(record)
+        if self._commits is not None and record["status"] == "done":
+            self._commits.add(self.cfg.out / saved.path)
         self._ledger.settle(job.page)
 
     # -- the end -------------------------------------------------------------------------------

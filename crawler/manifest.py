@@ -34,12 +34,21 @@ def key_of(record: dict[str, Any]) -> Key | None:
 
 def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None) -> Iterator[dict[str, Any]]:
     """Every well-formed record in order, streaming; `on_bad_line(number, raw)` for each torn/garbage line."""
+    for _offset, record in iter_records_at(path, on_bad_line):
+        yield record
+
+
+def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset of the line, record) for every well-formed record."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return
+    offset = 0
     with f:
         for number, line in enumerate(f, 1):
+            at = offset
+            offset += len(line)
             if not line.strip():
                 continue
             try:
@@ -50,17 +59,23 @@ def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = 
                 if on_bad_line is not None:
                     on_bad_line(number, line)
                 continue
-            yield record
+            yield at, record
 
 
 @dataclass(slots=True)
 class ResumeState:
-    """What a new run needs from the log: keys already settled, failures to retry, where to resume."""
+    """What a new run needs from the log: keys already settled, failures to retry, where to resume.
+
+    With group commit on, records past the last `durable` marker are not yet known to survive a power
+    loss: their done records are listed in `unverified` (for the crawl to re-check the files), and a
+    checkpoint past the marker is not trusted (the pages before it are walked again; done ids are skipped).
+    """
 
     done: set[Key] = field(default_factory=set)
     gone: set[Key] = field(default_factory=set)
     failed: dict[Key, dict[str, Any]] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
+    unverified: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)
     records: int = 0
 
@@ -68,7 +83,10 @@ class ResumeState:
     def load(cls, path: Path, query: str) -> "ResumeState":
         state = cls()
         done, gone, failed = state.done, state.gone, state.failed
-        for record in iter_records(path, lambda n, _raw: state.bad_lines.append(n)):
+        durable_upto: int | None = None
+        tail: list[tuple[int, dict[str, Any]]] = []  # done records past the latest durable marker
+        checkpoints: list[tuple[int, dict[str, Any]]] = []  # ours, newest last, pruned at each marker
+        for offset, record in iter_records_at(path, lambda n, _raw: state.bad_lines.append(n)):
             state.records += 1
             kind = record["kind"]
             if kind == "image":
@@ -80,14 +98,32 @@ class ResumeState:
                     done.add(key)
                     failed.pop(key, None)
                     gone.discard(key)
+                    tail.append((offset, record))
                 elif status == "gone":
                     gone.add(key)
                     failed.pop(key, None)
                 elif status == "failed" and key not in done and key not in gone:
                     failed[key] = record
+            elif kind == "durable" and isinstance(record.get("upto"), int):
+                durable_upto = record["upto"]
+                tail = [(o, r) for o, r in tail if o >= durable_upto]
+                trusted = [c for c in checkpoints if c[0] < durable_upto]
+                checkpoints = trusted[-1:] + [c for c in checkpoints if c[0] >= durable_upto]
             elif kind == "checkpoint" and record.get("query") == query:
-                state.checkpoint = record
+                checkpoints.append((offset, record))
+        if durable_upto is None:  # written without group commit: every record is taken as it is
+            state.checkpoint = checkpoints[-1][1] if checkpoints else None
+        else:
+            state.unverified = [r for _o, r in tail]
+            trusted = [c for c in checkpoints if c[0] < durable_upto]
+            state.checkpoint = trusted[-1][1] if trusted else None
         return state
+
+    def forget(self, record: dict[str, Any]) -> None:
+        """A done record whose file did not survive: the image is to be fetched again."""
+        key = key_of(record)
+        if key is not None:
+            self.done.discard(key)
 
     def resume_position(self) -> dict[str, Any] | None:
         """The checkpoint to continue from; None means from the start (new query, or the feed was finished)."""
@@ -104,7 +140,7 @@ class ManifestWriter:
     replaying or generating large logs where that guarantee does not matter.
     """
 
-    __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds")
+    __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds", "offset", "durable_offset")
 
     def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25) -> None:
         self.path = path
@@ -115,6 +151,8 @@ class ManifestWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # A torn last line from a killed run must not swallow our first record: start on a new line.
         size = os.fstat(self._fd).st_size
+        self.offset = size  # bytes handed to the kernel so far (the file's size)
+        self.durable_offset = 0
         if size:
             with open(path, "rb") as f:
                 f.seek(size - 1)
@@ -139,11 +177,17 @@ class ManifestWriter:
         except OSError as e:
             del view
             del self._buffer[:written]
+            self.offset += written
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(e.errno, f"no space left to write the manifest {self.path}") from None
             raise
         del view
         self._buffer.clear()
+        self.offset += written
+
+    def sync(self) -> None:
+        """fsync the log; safe from another thread while the loop appends (never during close)."""
+        os.fsync(self._fd)
 
     def close(self, sync: bool = True) -> None:
         if self._fd < 0:

@@ -88,7 +88,7 @@ def test_help_explains_every_option():
     from crawler import config
     text = cli("crawl", "--help").stdout
     for option in config.OPTIONS:
-        flag = "--with-meta" if option.name == "with_meta" else option.flag
+        flag = {"with_meta": "--no-meta", "fsync": "--no-fsync"}.get(option.name, option.flag)
         assert flag in text, flag
     assert "--no-meta" in text and "CIVITAI_API_KEY" in text and "130" in text
 
