@@ -16,6 +16,7 @@ from typing import Sequence
 import orjson
 
 from . import config as config_mod
+from . import export as export_mod
 from . import report
 from .config import ConfigError
 from .crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Crawl
@@ -52,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="re-hash every done file against the manifest (exit 1 on any problem)")
     verify.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
 
+    export = commands.add_parser("export", help="write the mirror as a dataset: jsonl, parquet or webdataset shards",
+                                 description="Export every done image (path, sha256, size, dimensions, nsfw level, "
+                                 "creator, model versions, reactions, prompt and the other generation fields) as a "
+                                 "dataset. Safe while a crawl runs: it exports what was complete when it started.")
+    export.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    export.add_argument("--format", required=True, choices=export_mod.FORMATS, help="jsonl, parquet (needs pyarrow) or "
+                        "webdataset (tar shards of {key}.jpg + {key}.json)")
+    export.add_argument("--to", required=True, metavar="PATH", help="output file (jsonl, parquet) or directory (webdataset)")
+    export.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per webdataset shard (default: 1000)")
+
     sim = commands.add_parser("sim", help="run the CivitAI simulator on 127.0.0.1 (for tests and demos)")
     from .simulator import cli as sim_cli
     sim_cli.add_arguments(sim)
@@ -67,9 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(Path(args.out), args.json)
         if args.command == "verify":
             return _verify(Path(args.out))
+        if args.command == "export":
+            return _export(args)
         from .simulator import cli as sim_cli
         return sim_cli.run(args)
     except ConfigError as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
+    except export_mod.ExportError as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return EXIT_USAGE
     except LockBusy as e:
@@ -132,6 +148,17 @@ def _status(root: Path, as_json: bool) -> int:
     else:
         for text in report.format_summary(summary):
             print(text)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    root = Path(args.out)
+    _require_mirror(root)
+    if args.shard_size < 1:
+        raise ConfigError("--shard-size must be at least 1")
+    result = export_mod.export(root, args.format, Path(args.to), args.shard_size)
+    note = f" ({result.skipped_missing} skipped: file missing)" if result.skipped_missing else ""
+    print(f"exported {result.rows} image(s) as {args.format} to {args.to}{note}")
     return EXIT_OK
 
 
