@@ -5,6 +5,7 @@ Each test asserts one behaviour the crawler's own tests rely on; all bind 127.0.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -22,7 +23,10 @@ import aiohttp
 import pytest
 
 from crawler.simulator import Catalogue, FaultConfig, RequestLog, SimConfig, SimServer, SimThread
+from crawler.simulator import cli as sim_cli
+from crawler.simulator.hostile import HOSTILE, hostile_items
 from crawler.simulator.log import LogEntry
+from crawler.simulator.options import parse_options
 
 ALL = {"browsingLevel": "31"}
 REPO = Path(__file__).resolve().parent.parent
@@ -554,3 +558,258 @@ async def test_anim_false_is_ignored_for_images() -> None:
         _, with_anim, _ = await fetch(session, rewrite(url, "original=true,anim=false"))
         _, plain, _ = await fetch(session, rewrite(url, "original=true"))
     assert with_anim == plain == server.catalogue.body(item["id"], None, True)[0]
+
+
+# --- hostile API modes ----------------------------------------------------------------------
+
+
+async def get_raw(session: aiohttp.ClientSession, url: str, params: dict[str, str]) -> tuple[int, bytes, aiohttp.ClientResponse]:
+    async with session.get(url, params=params, allow_redirects=False) as response:
+        return response.status, await response.read(), response
+
+
+@pytest.mark.parametrize("mode", ["401", "403", "451"])
+async def test_refusal_modes_answer_every_request_with_that_status_and_a_json_error(mode: str) -> None:
+    async with sim(api_mode=mode) as server, aiohttp.ClientSession() as session:
+        for params in ({}, {"limit": "5", "cursor": "anything"}):
+            status, body, response = await get_raw(session, server.api_base + "/images", params)
+            assert status == int(mode) and response.headers["Content-Type"].startswith("application/json")
+            assert isinstance(json.loads(body)["error"], str)
+    assert server.log.count("api", int(mode)) == 2
+
+
+async def test_no_items_mode_answers_metadata_only() -> None:
+    async with sim(api_mode="no-items") as server, aiohttp.ClientSession() as session:
+        status, body, _ = await get_raw(session, server.api_base + "/images", {"limit": "5"})
+    assert status == 200 and json.loads(body) == {"metadata": {}}
+
+
+async def test_not_json_mode_answers_html_with_status_200() -> None:
+    async with sim(api_mode="not-json") as server, aiohttp.ClientSession() as session:
+        status, body, response = await get_raw(session, server.api_base + "/images", {})
+    assert status == 200 and response.headers["Content-Type"].startswith("text/html") and body.startswith(b"<html>")
+
+
+async def test_redirect_mode_points_at_localhost_and_is_never_followed_by_the_server_itself() -> None:
+    async with sim(api_mode="redirect") as server, aiohttp.ClientSession() as session:
+        status, _, response = await get_raw(session, server.api_base + "/images", {"limit": "7", "sort": "Newest"})
+    target = urlsplit(response.headers["Location"])
+    assert status == 302
+    assert (target.scheme, target.hostname, target.port, target.path) == ("http", "localhost", server.port, "/api/v1/images")
+    assert dict(parse_qsl(target.query)) == {"limit": "7", "sort": "Newest"}
+    assert [e.host for e in server.log.entries()] == [f"127.0.0.1:{server.port}"]
+
+
+@pytest.mark.parametrize("style", ["offset", "number", "feed"])
+async def test_cursor_loop_mode_sends_back_the_cursor_it_was_given_from_the_third_page(style: str) -> None:
+    async with sim(api_mode="cursor-loop", cursor_style=style) as server, aiohttp.ClientSession() as session:
+        url, params = server.api_base + "/images", {"limit": "10", **ALL}
+        first = await get_json(session, url, params)
+        second = await get_json(session, url, {**params, "cursor": str(first["metadata"]["nextCursor"])})
+        sent = second["metadata"]["nextCursor"]
+        third = await get_json(session, url, {**params, "cursor": str(sent)})
+        fourth = await get_json(session, url, {**params, "cursor": str(third["metadata"]["nextCursor"])})
+    assert first["metadata"]["nextCursor"] != sent, "pages 1 and 2 are normal"
+    assert third["metadata"]["nextCursor"] == sent and fourth["metadata"]["nextCursor"] == sent
+    assert [i["id"] for i in third["items"]] == [i["id"] for i in fourth["items"]] != []
+    assert dict(parse_qsl(urlsplit(third["metadata"]["nextPage"]).query))["cursor"] == str(sent)
+
+
+async def test_empty_forever_mode_keeps_issuing_fresh_cursors_over_empty_pages() -> None:
+    async with sim(api_mode="empty-forever", cursor_style="number") as server, aiohttp.ClientSession() as session:
+        url, params = server.api_base + "/images", {"limit": "10", **ALL}
+        pages = [await get_json(session, url, params)]
+        for _ in range(40):
+            pages.append(await get_json(session, url, {**params, "cursor": str(pages[-1]["metadata"]["nextCursor"])}))
+    assert all(len(p["items"]) == 10 for p in pages[:2])
+    assert all(p["items"] == [] for p in pages[2:])
+    cursors = [p["metadata"]["nextCursor"] for p in pages[1:]]
+    assert all(isinstance(c, str) for c in cursors[1:]) and len(set(cursors)) == len(cursors)
+    assert all("nextPage" in p["metadata"] for p in pages)
+
+
+def test_api_mode_is_validated_and_has_a_cli_flag() -> None:
+    with pytest.raises(ValueError, match="api_mode"):
+        SimConfig(api_mode="sideways")
+    parser = argparse.ArgumentParser()
+    sim_cli.add_arguments(parser)
+    cfg = sim_cli.config_from(parser.parse_args(["--api-mode", "cursor-loop", "--hostile-items"]))
+    assert cfg.api_mode == "cursor-loop" and cfg.hostile_items
+    assert sim_cli.config_from(parser.parse_args([])).api_mode == "normal"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--api-mode", "sideways"])
+
+
+# --- hostile items --------------------------------------------------------------------------
+
+
+def by_name(server: SimServer, items: list[Any]) -> dict[str, list[Any]]:
+    """The hostile items of a page, grouped under their `HOSTILE` names (built the same way)."""
+    built = hostile_items(server.origin, server.catalogue)
+    tail = items[len(items) - len(built):]
+    assert tail == built
+    out: dict[str, list[Any]] = {}
+    for name in HOSTILE:
+        count = 3 if name == "not-an-object" else 1
+        out[name], tail = tail[:count], tail[count:]
+    return out
+
+
+@pytest.mark.parametrize(("style", "sort"), [("offset", "Most Reactions"), ("number", "Newest"), ("feed", "Random")])
+async def test_hostile_items_follow_the_normal_items_on_every_first_page_only(style: str, sort: str) -> None:
+    async with sim(hostile_items=True, cursor_style=style) as server, aiohttp.ClientSession() as session:
+        params = {"limit": "20", "sort": sort, **ALL}
+        pages = await walk(session, server.api_base, params)
+        other = await get_json(session, server.api_base + "/images", {"limit": "5", "type": "video", **ALL})
+        expected = server.catalogue.expected(params)
+        groups = by_name(server, pages[0]["items"])
+        by_name(server, other["items"])
+    normal = [i for p in pages for i in p["items"] if isinstance(i, dict) and isinstance(i.get("id"), int) and i["id"] > 1099]
+    assert {i["id"] for i in normal} == set(expected), "hostile items are not part of expected()"
+    assert all(isinstance(i, dict) and i.get("id", 0) > 1099 for p in pages[1:] for i in p["items"])
+    assert len(pages[0]["items"]) == 20 + sum(len(g) for g in groups.values())
+    assert groups["not-an-object"] == ["surprise", None, 7]
+    assert "id" not in groups["no-id"][0] and "url" not in groups["no-url"][0]
+    assert [groups[n][0]["id"] for n in ("id-string", "id-float", "id-bool")] == ["1002abc", 1003.5, True]
+    assert groups["url-not-string"][0]["url"] == 12345
+    for name, (ident, _) in HOSTILE.items():
+        if ident is not None:
+            assert groups[name][0]["id"] == ident and 1000 <= ident <= 1099
+            assert server.catalogue.record(ident) is None
+
+
+def test_hostile_outcomes_are_described_by_name() -> None:
+    catalogue = Catalogue(SimConfig(images=50))
+    assert catalogue.hostile_failed_ids() == {1005, 1006, 1009, 1011, 1012, 1014, 1015}
+    assert set(catalogue.hostile_expected()) == {1007, 1008, 1010, 1013, 1016}
+    assert catalogue.hostile_invalid_count() == 9
+    assert catalogue.hostile_expected() == Catalogue(SimConfig(images=10)).hostile_expected(), "origin and size independent"
+
+
+async def hostile_page(server: SimServer, session: aiohttp.ClientSession) -> dict[str, list[Any]]:
+    page = await get_json(session, server.api_base + "/images", {"limit": "3"})
+    return by_name(server, page["items"])
+
+
+async def test_mirrorable_hostile_items_serve_the_bodies_hostile_expected_predicts() -> None:
+    async with sim(images=50, hostile_items=True) as server, aiohttp.ClientSession() as session:
+        items = await hostile_page(server, session)
+        expected = server.catalogue.hostile_expected()
+        got = {}
+        for name in ("traversal", "traversal-dots", "redirect-in", "no-length", "wrong-types"):
+            item = items[name][0]
+            status, body, response = await fetch(session, item["url"])
+            assert status == 200 and response.headers["Content-Type"] == "image/jpeg", name
+            got[item["id"]] = hashlib.sha256(body).hexdigest()
+            if name == "no-length":
+                assert "Content-Length" not in response.headers and response.headers["Transfer-Encoding"] == "chunked"
+    assert got == expected
+    wrong = items["wrong-types"][0]
+    assert (wrong["width"], wrong["height"], wrong["stats"], wrong["nsfwLevel"]) == ("832", None, "lots", 3)
+    assert (wrong["createdAt"], wrong["meta"]) == ("yesterday", "not an object")
+    paths = [e.path for e in server.log.entries("cdn")]
+    assert "/tmp/evil.jpeg" in paths, "aiohttp resolves the `..` segments before sending"
+    assert any(p.endswith("/width=450/../../../etc/passwd") for p in paths), "%2F stays one segment"
+
+
+def test_traversal_dots_is_also_served_at_its_unresolved_path() -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with SimThread(SimConfig(images=20, hostile_items=True)) as server:
+        with opener.open(server.api_base + "/images?limit=1", timeout=5) as response:
+            page = json.loads(response.read())
+        item = next(i for i in page["items"] if isinstance(i, dict) and i.get("id") == 1008)
+        with opener.open(item["url"], timeout=5) as response:
+            body = response.read()
+        assert server.log.entries("cdn")[-1].path.endswith("/width=450/../../../../tmp/evil.jpeg")
+    assert hashlib.sha256(body).hexdigest() == server.catalogue.hostile_expected()[1008]
+
+
+async def test_redirect_items_point_out_to_localhost_and_in_to_the_same_origin() -> None:
+    async with sim(images=50, hostile_items=True) as server, aiohttp.ClientSession() as session:
+        items = await hostile_page(server, session)
+        _, _, out = await get_raw(session, items["redirect-out"][0]["url"], {})
+        _, _, inside = await get_raw(session, items["redirect-in"][0]["url"], {})
+    assert out.status == 302 and inside.status == 302
+    target = urlsplit(out.headers["Location"])
+    assert (target.hostname, target.port) == ("localhost", server.port)
+    assert inside.headers["Location"].startswith(server.origin + "/xG1nkqKTMzGDvpLrqFT7WA/")
+    assert urlsplit(items["localhost-host"][0]["url"]).netloc == f"localhost:{server.port}"
+    assert urlsplit(items["foreign-host"][0]["url"]).hostname == "evil.invalid"
+
+
+async def test_log_records_the_host_a_request_was_sent_to() -> None:
+    async with sim(images=50, hostile_items=True) as server, aiohttp.ClientSession() as session:
+        items = await hostile_page(server, session)
+        # As if the crawler had fetched the localhost URL: same socket, other Host header.
+        path = urlsplit(items["localhost-host"][0]["url"]).path
+        status, _, _ = await fetch(session, server.origin + path, headers={"Host": f"localhost:{server.port}"})
+    assert status == 200
+    assert [e.host for e in server.log.entries()] == [f"127.0.0.1:{server.port}", f"localhost:{server.port}"]
+
+
+@pytest.mark.parametrize("name", ["huge-declared", "huge-chunked"])
+async def test_huge_bodies_stop_streaming_when_the_client_gives_up(name: str) -> None:
+    async with sim(images=50, hostile_items=True) as server, aiohttp.ClientSession() as session:
+        items = await hostile_page(server, session)
+        async with session.get(items[name][0]["url"]) as response:
+            length = response.headers.get("Content-Length")
+            read = 0
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                read += len(chunk)
+                if read >= 256 * 1024:
+                    break
+        await asyncio.sleep(0.3)
+        entry = server.log.entries("cdn")[-1]
+        sent_then = entry.bytes_sent
+        await asyncio.sleep(0.2)
+    assert length == ("50000000" if name == "huge-declared" else None)
+    assert entry.status == 200 and read <= sent_then < 4_000_000
+    assert entry.bytes_sent == sent_then, "nothing more is sent once the client has gone"
+
+
+async def test_html_page_and_endless_items_misbehave_as_described() -> None:
+    server = sim(images=50, hostile_items=True)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            items = await hostile_page(server, session)
+            status, body, response = await fetch(session, items["html-page"][0]["url"])
+            assert status == 200 and response.headers["Content-Type"].startswith("text/html") and b"<html" in body
+            started = time.monotonic()
+            with pytest.raises(asyncio.TimeoutError):
+                async with session.get(items["endless"][0]["url"], timeout=aiohttp.ClientTimeout(sock_read=0.3)) as r:
+                    await r.read()
+            assert time.monotonic() - started < 3
+            # A second endless body is still open when the server stops: stop does not wait for it.
+            pending = asyncio.ensure_future(fetch(session, items["endless"][0]["url"]))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await server.stop()
+            assert time.monotonic() - started < 5
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(pending, 5)
+    finally:
+        await server.stop()
+    endless = [e for e in server.log.entries("cdn") if e.path.endswith("/1015.jpeg")]
+    assert [e.status for e in endless] == [200, 200] and all(0 < e.bytes_sent < 100 for e in endless)
+
+
+async def test_every_cdn_response_records_the_body_bytes_it_sent() -> None:
+    async with sim(images=50) as server, aiohttp.ClientSession() as session:
+        item = server.catalogue.items[0]
+        _, whole, _ = await fetch(session, server.origin + item["url"])
+        _, part, _ = await fetch(session, server.origin + item["url"], headers={"Range": "bytes=10-"})
+        status, missing, _ = await fetch(session, server.origin + "/xG1nkqKTMzGDvpLrqFT7WA/nope/width=1/1.jpeg")
+    assert status == 404
+    assert [e.bytes_sent for e in server.log.entries("cdn")] == [len(whole), len(part), len(missing)]
+
+
+async def test_truncated_cdn_body_records_the_half_it_sent() -> None:
+    async with sim(faults=FaultConfig(cdn_truncate=1.0)) as server, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await fetch(session, first_url(server))
+    item = server.catalogue.items[0]
+    record = server.catalogue.record(item["id"])
+    assert record is not None
+    whole, _ = server.catalogue.file(record, parse_options(item["url"].split("/")[-2]))
+    assert server.log.entries("cdn")[0].bytes_sent == len(whole) // 2

@@ -1,4 +1,4 @@
-"""`GET /api/v1/images`: offset-cursor paging over a filtered feed, with the API's faults.
+"""`GET /api/v1/images`: offset-cursor paging over a filtered feed, with the API's faults and modes.
 
 Hidden records use up offsets but are dropped after the page is cut, as on CivitAI.
 """
@@ -13,10 +13,12 @@ from aiohttp import web
 
 from . import abrupt
 from .catalogue import Catalogue, Selection
-from .config import FaultConfig
+from .config import FaultConfig, SimConfig
 from .cursors import CursorError, Cursors
 from .faults import FaultPicker
+from .hostile import hostile_items
 from .log import ENTRY_KEY, LogEntry
+from .modes import NORMAL_PAGES, fixed_answer
 from .query import QueryError, parse_query
 
 _HTML_503 = b"<html><head><title>503 Service Unavailable</title></head><body><h1>503 Service Unavailable</h1></body></html>"
@@ -26,16 +28,24 @@ _HTML_500 = b"<html><head><title>500 Internal Server Error</title></head><body><
 class ImagesEndpoint:
     """One per server; holds nothing per request."""
 
-    __slots__ = ("_catalogue", "_cursors", "_faults", "_cfg")
+    __slots__ = ("_catalogue", "_cursors", "_faults", "_cfg", "_mode", "_hostile", "_pages")
 
-    def __init__(self, catalogue: Catalogue, cursors: Cursors, faults: FaultPicker, cfg: FaultConfig) -> None:
+    def __init__(
+        self, catalogue: Catalogue, cursors: Cursors, faults: FaultPicker, cfg: FaultConfig, sim: SimConfig | None = None
+    ) -> None:
         self._catalogue = catalogue
         self._cursors = cursors
         self._faults = faults
         self._cfg = cfg
+        self._mode = sim.api_mode if sim is not None else "normal"
+        self._hostile = sim is not None and sim.hostile_items
+        self._pages = 0  # pages answered so far, for the modes that turn hostile after a few
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         entry: LogEntry = request[ENTRY_KEY]
+        fixed = fixed_answer(self._mode, request)
+        if fixed is not None:
+            return fixed
         fault = self._faults.api()
         entry.fault = fault
         if fault == "reset":
@@ -60,25 +70,38 @@ class ImagesEndpoint:
 
     def _page(self, request: web.Request) -> bytes:
         query = parse_query(request.query)
+        origin = f"http://{request.host}"
+        late = self._pages >= NORMAL_PAGES
+        self._pages += 1
+        if late and self._mode == "empty-forever":
+            # Never a repeat (a loop guard would catch that) and never an end: only a page budget stops it.
+            return orjson.dumps({"items": [], "metadata": self._next(request, origin, f"empty|{self._pages}")})
         feed = self._catalogue.select(query.filters)
         offset = self._cursors.decode(query.cursor, feed) if query.cursor is not None else 0
-        origin = f"http://{request.host}"
         window = feed.records[offset : offset + query.limit]
-        items = [_render(r.item, origin, query.with_meta) for r in window if not r.hidden]
+        items: list[Any] = [_render(r.item, origin, query.with_meta) for r in window if not r.hidden]
         if items and offset > 0 and self._faults.chance(self._cfg.duplicate):
             repeat = _last_visible(feed, max(0, offset - query.limit), offset)
             if repeat is not None:
                 items.insert(0, _render(repeat, origin, query.with_meta))
+        if self._hostile and query.cursor is None:
+            items.extend(hostile_items(origin, self._catalogue))
         metadata: dict[str, Any] = {}
         following = offset + query.limit
-        if query.limit > 0 and following < len(feed.records):
-            cursor = self._cursors.encode(following, feed)
-            pairs = [(k, v) for k, v in request.query.items() if k != "cursor"] + [("cursor", str(cursor))]
+        if late and self._mode == "cursor-loop" and query.cursor is not None:
+            # The cursor just sent, in the very form it was issued: the next page is this page again.
+            metadata = self._next(request, origin, self._cursors.encode(offset, feed))
+        elif query.limit > 0 and following < len(feed.records):
+            metadata = self._next(request, origin, self._cursors.encode(following, feed))
             # civitai/civitai#981: some sorts answer a null nextCursor while nextPage still goes on.
-            null = self._faults.chance(self._cfg.null_cursor)
-            metadata["nextCursor"] = None if null else cursor
-            metadata["nextPage"] = f"{origin}{request.path}?{urlencode(pairs, quote_via=quote)}"
+            if self._faults.chance(self._cfg.null_cursor):
+                metadata["nextCursor"] = None
         return orjson.dumps({"items": items, "metadata": metadata})
+
+    @staticmethod
+    def _next(request: web.Request, origin: str, cursor: str | int) -> dict[str, Any]:
+        pairs = [(k, v) for k, v in request.query.items() if k != "cursor"] + [("cursor", str(cursor))]
+        return {"nextCursor": cursor, "nextPage": f"{origin}{request.path}?{urlencode(pairs, quote_via=quote)}"}
 
 
 def _last_visible(feed: Selection, start: int, stop: int) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .bodies import BodyMaker, Rendition
 from .config import SimConfig
+from .hostile import HostileSet, failed_ids, invalid_count
 from .items import NEWEST_MS, SPAN_MS, Record, RecordFactory, World
 from .options import SizeRequest, parse_options
 from .query import PERIODS, Filters, parse_query
@@ -45,6 +46,7 @@ class Catalogue:
         total = cfg.images + round(cfg.images * cfg.hidden)
         self._factory = RecordFactory(self._rng, world, SPAN_MS // max(1, total), cfg.gone)
         self._bodies = BodyMaker(cfg.seed, cfg.body_bytes)
+        self.hostile = HostileSet(cfg.seed, self._bodies)
         records: list[Record] = []
         image_id, created_ms = _FIRST_ID, NEWEST_MS - SPAN_MS
         for hidden in _hidden_flags(self._rng, cfg.images, total - cfg.images):
@@ -139,6 +141,22 @@ class Catalogue:
     def expected_gone(self, params: Mapping[str, str] | None = None) -> set[int]:
         """Ids the query lists whose files are deleted (the CDN answers 404 or 410)."""
         return {r.item["id"] for r in self._visible(params) if r.gone}
+
+    def hostile_expected(self) -> dict[int, str]:
+        """id -> sha256 for the hostile items a correct crawler mirrors (the same on any origin).
+
+        Assumes each URL is fetched as listed (no --width/--original) and redirects within the
+        origin are followed; see `hostile.HOSTILE` for what happens to each of the others.
+        """
+        return self.hostile.expected()
+
+    def hostile_failed_ids(self) -> set[int]:
+        """Hostile ids a correct crawler records as failed (1011/1012 only under --max-bytes < 50 MB)."""
+        return failed_ids()
+
+    def hostile_invalid_count(self) -> int:
+        """Hostile items a correct crawler skips as un-mirrorable (no usable id or url, not an object)."""
+        return invalid_count(self.hostile)
 
     def _visible(self, params: Mapping[str, str] | None) -> list[Record]:
         filters = parse_query(params or {}).filters

@@ -13,6 +13,8 @@ from . import abrupt
 from .catalogue import Catalogue
 from .config import FaultConfig
 from .faults import FaultPicker
+from .hostile import DOTS_RESOLVED
+from .hostile_cdn import HostileCdn
 from .items import HASH1
 from .log import ENTRY_KEY, LogEntry
 from .options import parse_options
@@ -25,19 +27,23 @@ _HTML_PAGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>
 class CdnEndpoint:
     """One per server; `closing` is set at shutdown so a stalled body gives up at once."""
 
-    __slots__ = ("_catalogue", "_faults", "_cfg", "_closing")
+    __slots__ = ("_catalogue", "_faults", "_cfg", "_closing", "_hostile")
 
     def __init__(self, catalogue: Catalogue, faults: FaultPicker, cfg: FaultConfig, closing: asyncio.Event) -> None:
         self._catalogue = catalogue
         self._faults = faults
         self._cfg = cfg
         self._closing = closing
+        self._hostile = HostileCdn(catalogue.hostile, closing)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         entry: LogEntry = request[ENTRY_KEY]
         info = request.match_info
         record = self._catalogue.by_uuid(info["uuid"]) if info["hash1"] == HASH1 else None
         if record is None:
+            hostile = self._hostile.file(info["uuid"]) if info["hash1"] == HASH1 else None
+            if hostile is not None:
+                return await self._hostile.serve(request, hostile)
             return web.Response(status=404, text="Not Found")
         try:
             size = parse_options(info["params"])
@@ -66,6 +72,8 @@ class CdnEndpoint:
         await response.prepare(request)
         half = len(data) // 2
         await response.write(data[:half])
+        entry: LogEntry = request[ENTRY_KEY]
+        entry.bytes_sent = half
         if fault == "reset":
             abrupt.reset(request)
             return response
@@ -78,10 +86,20 @@ class CdnEndpoint:
             await asyncio.wait_for(self._closing.wait(), self._cfg.stall_seconds)
         except TimeoutError:
             await response.write(data[half:])
+            entry.bytes_sent = len(data)
             await response.write_eof()
             return response
         abrupt.reset(request)
         return response
+
+    async def traversed(self, request: web.Request) -> web.StreamResponse:
+        """Where hostile `traversal-dots` leads: unresolved (deeper than the CDN form) or `..`-resolved."""
+        dots = self._catalogue.hostile.by_name["traversal-dots"]
+        info = request.match_info
+        unresolved = info.get("hash1") == HASH1 and info.get("uuid") == dots.uuid
+        if unresolved or request.path == DOTS_RESOLVED:
+            return await self._hostile.serve(request, dots)
+        return web.Response(status=404, text="Not Found")
 
 
 def _ranged(request: web.Request, data: bytes, content_type: str) -> web.Response:

@@ -11,7 +11,7 @@ import signal
 import sys
 from dataclasses import fields
 
-from .config import CURSOR_STYLES, FaultConfig, SimConfig, require_loopback
+from .config import API_MODES, CURSOR_STYLES, FaultConfig, SimConfig, require_loopback
 from .server import SimServer
 
 
@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra hidden items, as a fraction of --images (short and empty pages)")
     parser.add_argument("--gone", type=float, default=defaults.gone, help="fraction of files deleted (404/410)")
     parser.add_argument("--cursor-style", choices=CURSOR_STYLES, default=defaults.cursor_style)
+    parser.add_argument("--api-mode", choices=API_MODES, default=defaults.api_mode,
+                        help="how /images misbehaves for hostile-input tests (default %(default)s)")
+    parser.add_argument("--hostile-items", action="store_true", default=defaults.hostile_items,
+                        help="add the hostile items (crawler.simulator.hostile) to every query's first page")
     faults = parser.add_argument_group("faults", "per-request probabilities and fault shapes")
     for f in fields(FaultConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -45,6 +49,8 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         hidden=args.hidden,
         gone=args.gone,
         cursor_style=args.cursor_style,
+        api_mode=args.api_mode,
+        hostile_items=args.hostile_items,
         faults=faults,
         host=host,
         port=args.port,

@@ -9,6 +9,8 @@ import ipaddress
 from dataclasses import dataclass, field, fields
 
 CURSOR_STYLES = ("offset", "number", "feed")
+# How `/images` misbehaves for a hostile-input suite (see `modes.py`); "normal" is the real API.
+API_MODES = ("normal", "no-items", "cursor-loop", "empty-forever", "401", "403", "451", "redirect", "not-json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class SimConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     host: str = "127.0.0.1"
     port: int = 0
+    api_mode: str = "normal"
+    hostile_items: bool = False  # the first page of every query also lists `hostile.HOSTILE`
 
     def __post_init__(self) -> None:
         if self.images < 0:
@@ -78,6 +82,8 @@ class SimConfig:
             raise ValueError("SimConfig.gone must be within 0..1")
         if self.cursor_style not in CURSOR_STYLES:
             raise ValueError(f"SimConfig.cursor_style must be one of {', '.join(CURSOR_STYLES)}")
+        if self.api_mode not in API_MODES:
+            raise ValueError(f"SimConfig.api_mode must be one of {', '.join(API_MODES)}")
         if not 0 <= self.port <= 65535:
             raise ValueError("SimConfig.port must be within 0..65535")
         require_loopback(self.host)

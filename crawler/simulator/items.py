@@ -99,7 +99,7 @@ class RecordFactory:
         is_video = rng.random() < 0.08
         width, height = rng.choice(_VIDEO_SIZES if is_video else _IMAGE_SIZES)
         level = rng.choices(_LEVELS, _LEVEL_WEIGHTS)[0]
-        image_uuid = _uuid4(rng.getrandbits(128))
+        image_uuid = uuid4_from(rng.getrandbits(128))
         versions = rng.sample(self._world.versions, rng.choice((0, 1, 1, 1, 2, 3)))
         base_model = versions[0][2] if versions else rng.choice(_BASE_MODELS)
         content_type = _content_type(rng, is_video)
@@ -173,7 +173,7 @@ def _thumbnail(image_uuid: str, image_id: int, width: int, height: int) -> dict[
     }
 
 
-def _uuid4(bits: int) -> str:
+def uuid4_from(bits: int) -> str:
     """A version-4 UUID from 128 seeded bits (uuid.UUID is several times slower)."""
     h = f"{bits:032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"

@@ -23,6 +23,8 @@ class LogEntry:
     fault: str | None = None
     auth: bool = False  # an Authorization header or a token= parameter arrived
     user_agent: str = ""
+    host: str = ""  # the Host header: shows a request that reached us under another name (localhost)
+    bytes_sent: int = 0  # CDN body bytes handed to the socket, so a test can see an early abort
 
 
 # Where the middleware leaves a request's entry for its handler to fill in (typed key on aiohttp >= 3.12).

@@ -17,6 +17,7 @@ from .cdn import CdnEndpoint
 from .config import SimConfig, require_loopback
 from .cursors import Cursors
 from .faults import FaultPicker
+from .hostile import DOTS_RESOLVED
 from .items import HASH1
 from .log import ENTRY_KEY, LogEntry, RequestLog
 
@@ -47,11 +48,15 @@ class SimServer:
     async def start(self) -> None:
         self._closing = asyncio.Event()
         faults = FaultPicker(self.cfg.faults, self.cfg.seed)
-        images = ImagesEndpoint(self.catalogue, Cursors(self.cfg.cursor_style, self.cfg.seed), faults, self.cfg.faults)
+        cursors = Cursors(self.cfg.cursor_style, self.cfg.seed)
+        images = ImagesEndpoint(self.catalogue, cursors, faults, self.cfg.faults, self.cfg)
         cdn = CdnEndpoint(self.catalogue, faults, self.cfg.faults, self._closing)
         app = web.Application(middlewares=[self._middleware()])
         app.router.add_get("/api/v1/images", images.handle)
         app.router.add_get("/{hash1}/{uuid}/{params}/{name}", cdn.handle)
+        # Where the hostile `traversal-dots` URL leads, unresolved (urllib) and resolved (aiohttp).
+        app.router.add_get("/{hash1}/{uuid}/{params}/{rest:.+}", cdn.traversed)
+        app.router.add_get(DOTS_RESOLVED, cdn.traversed)
         # handler_cancellation: a client that hangs up cancels its handler (a stalled body included).
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await runner.setup()
@@ -92,6 +97,7 @@ class SimServer:
                 query=dict(query) if query else {},
                 auth="Authorization" in request.headers or "token" in query,
                 user_agent=request.headers.get("User-Agent", ""),
+                host=request.headers.get("Host", ""),
             )
             log.append(entry)
             request[ENTRY_KEY] = entry
@@ -103,6 +109,9 @@ class SimServer:
                 entry.status = exc.status
                 raise
             entry.status = 0 if entry.fault == "reset" else response.status
+            if entry.kind == "cdn" and type(response) is web.Response and isinstance(response.body, bytes):
+                # A whole body sent at once; streamed ones count their own writes as they go.
+                entry.bytes_sent = len(response.body)
             return response
 
         return record
