@@ -44,7 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 "error stopped the crawl, 2 bad usage, 130 interrupted (resumable).")
     crawl.add_argument("--out", required=True, metavar="DIR", help="mirror directory (images/, manifest.jsonl)")
     crawl.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags, with _); flags win over it")
+    crawl.add_argument("--dry-run", action="store_true", help="walk the pages (at the API rate), fetch no image, write "
+                       "nothing, and print what a crawl would fetch and an estimate of its size")
     config_mod.add_arguments(crawl)
+
+    show = commands.add_parser("config", help="show the effective settings and where each came from")
+    show_commands = show.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    show_commands.required = True
+    show_cmd = show_commands.add_parser("show", help="print every setting with its source: default, file, environment, flag")
+    show_cmd.add_argument("--out", metavar="DIR", default=".", help="mirror directory (only shown)")
+    show_cmd.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    show_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    config_mod.add_arguments(show_cmd)
 
     status = commands.add_parser("status", help="what a mirror holds and why its last crawl stopped")
     status.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
@@ -58,9 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "creator, model versions, reactions, prompt and the other generation fields) as a "
                                  "dataset. Safe while a crawl runs: it exports what was complete when it started.")
     export.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
-    export.add_argument("--format", required=True, choices=export_mod.FORMATS, help="jsonl, parquet (needs pyarrow) or "
-                        "webdataset (tar shards of {key}.jpg + {key}.json)")
-    export.add_argument("--to", required=True, metavar="PATH", help="output file (jsonl, parquet) or directory (webdataset)")
+    export.add_argument("--format", required=True, choices=export_mod.FORMATS, help="jsonl, parquet (needs pyarrow), "
+                        "webdataset (tar shards of {key}.jpg + {key}.json) or captions (a folder of images, hard-linked "
+                        "where possible, each beside a {key}.txt caption: the layout LoRA trainers read)")
+    export.add_argument("--to", required=True, metavar="PATH", help="output file (jsonl, parquet) or directory (webdataset, captions)")
+    export.add_argument("--caption-field", default="prompt", metavar="FIELD", help="captions: the field written to "
+                        "each .txt (default: prompt)")
     export.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per webdataset shard (default: 1000)")
 
     sim = commands.add_parser("sim", help="run the CivitAI simulator on 127.0.0.1 (for tests and demos)")
@@ -74,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "crawl":
             return _crawl(args)
+        if args.command == "config":
+            return _config_show(args)
         if args.command == "status":
             return _status(Path(args.out), args.json)
         if args.command == "verify":
@@ -98,7 +114,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _crawl(args: argparse.Namespace) -> int:
     cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
     cfg = config_mod.build(args.out, cli_values, args.config)
+    if args.dry_run:
+        return _run_loop(_dry_run_async(cfg))
     return _run_loop(_crawl_async(cfg))
+
+
+async def _dry_run_async(cfg: config_mod.CrawlConfig) -> int:
+    from . import dryrun
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise ConfigError(f"--out {cfg.out} exists and is not a directory")
+    report = await dryrun.dry_run(cfg)
+    for text in dryrun.format_report(report):
+        print(text)
+    return EXIT_OK if report.reason in ("feed-ended", "max-images", "max-pages", "since-reached") else EXIT_FAILED
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
+    cfg, sources = config_mod.build_with_sources(args.out, cli_values, args.config)
+    described = config_mod.describe(cfg)
+    if args.json:
+        data = {name: {"value": described[name], "source": sources.get(name, "default")} for name in described}
+        sys.stdout.write(orjson.dumps(data).decode() + "\n")
+        return EXIT_OK
+    width = max(len(name) for name in described)
+    for name, value in described.items():
+        print(f"{name:<{width}}  {value!r:<40}  ({sources.get(name, 'default')})")
+    return EXIT_OK
 
 
 async def _crawl_async(cfg: config_mod.CrawlConfig) -> int:
@@ -156,8 +198,11 @@ def _export(args: argparse.Namespace) -> int:
     _require_mirror(root)
     if args.shard_size < 1:
         raise ConfigError("--shard-size must be at least 1")
-    result = export_mod.export(root, args.format, Path(args.to), args.shard_size)
+    result = export_mod.export(root, args.format, Path(args.to), args.shard_size, args.caption_field)
     note = f" ({result.skipped_missing} skipped: file missing)" if result.skipped_missing else ""
+    if args.format == "captions":
+        note += (f"; {result.linked} hard-linked, {result.copied} copied, "
+                 f"{result.uncaptioned} without a {args.caption_field} left out")
     print(f"exported {result.rows} image(s) as {args.format} to {args.to}{note}")
     return EXIT_OK
 

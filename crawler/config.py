@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from . import urls
+from . import normalise, urls
 
 SORTS = ("Most Reactions", "Most Comments", "Most Collected", "Newest", "Oldest", "Random")
+MODEL_SORTS = ("Highest Rated", "Most Downloaded")
 PERIODS = ("AllTime", "Year", "Month", "Week", "Day")
 NSFW = ("None", "Soft", "Mature", "X", "true", "false")
 TYPES = ("image", "video", "audio")
@@ -40,6 +41,7 @@ class Option:
     default: Any
     help: str
     query: bool = False  # sent to the API, part of the query identity
+    identity: bool = False  # not sent, but changes which images a crawl takes (filters): part of the identity
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
@@ -53,7 +55,11 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     # What to fetch (API parameters).
-    Option("sort", str, None, "feed order (API default: Most Reactions)", query=True, choices=SORTS),
+    Option("source", str, "images", "what to mirror: the /images feed, or the images of models (/models, "
+           "/models/{id} with --model-id, /model-versions/{id} with --model-version-id)", identity=True,
+           choices=("images", "models")),
+    Option("sort", str, None, "feed order (API default: Most Reactions; for --source models: Highest Rated, "
+           "Most Downloaded, Newest)", query=True, choices=SORTS + MODEL_SORTS),
     Option("period", str, None, "time window (API default: AllTime)", query=True, choices=PERIODS),
     Option("nsfw", str, None, "legacy level filter; without it or --browsing-level the API returns PG only", query=True, choices=NSFW),
     Option("browsing_level", int, None, "bitmask 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX (31 = all); wins over --nsfw", query=True, minimum=1, maximum=31, metavar="MASK"),
@@ -66,8 +72,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("type", str, None, "only this media type", query=True, choices=TYPES),
     Option("with_meta", bool, True, "ask for generation metadata (prompt, seed, ...) with each image", query=True,
            off_help="do not ask for generation metadata (meta is then null in every record)"),
-    Option("limit", int, 100, "page size asked of the API (1..200)", minimum=1, maximum=200, metavar="N"),
+    Option("query", str, None, "--source models: models whose name matches", query=True, metavar="TEXT"),
+    Option("tag", str, None, "--source models: models with this tag", query=True, metavar="TAG"),
+    Option("types", list, (), "--source models: model type, e.g. Checkpoint, LORA (repeatable)", query=True, metavar="TYPE"),
+    Option("limit", int, 100, "page size asked of the API (1..200; 1..100 for --source models)", minimum=1, maximum=200, metavar="N"),
     Option("max_images", int, None, "stop after N new images", minimum=1, metavar="N"),
+    Option("max_pages", int, None, "stop after N API pages", minimum=1, metavar="N"),
+    # Filters: applied to each item before download; skipped items are counted by reason.
+    Option("require_meta", bool, False, "only images that carry a prompt", identity=True),
+    Option("min_width", int, None, "only images at least this wide (original size)", identity=True, minimum=1, metavar="PX"),
+    Option("min_height", int, None, "only images at least this tall (original size)", identity=True, minimum=1, metavar="PX"),
+    Option("min_reactions", int, None, "only images with at least N reactions (like+heart+laugh+cry)", identity=True, minimum=0, metavar="N"),
+    Option("max_nsfw_level", str, None, "only images up to this level (string or numeric nsfwLevel)", identity=True,
+           choices=("None", "Soft", "Mature", "X")),
+    Option("exclude_user", list, (), "skip this creator's images (repeatable)", identity=True, metavar="NAME"),
+    Option("since", str, None, "only images created at or after DATE (ISO, e.g. 2025-01-31); with --sort Newest "
+           "paging stops once items are older", identity=True, metavar="DATE"),
+    Option("until", str, None, "only images created before DATE (ISO)", identity=True, metavar="DATE"),
     # How to fetch.
     Option("api_base", str, DEFAULT_API_BASE, "API root", metavar="URL"),
     Option("width", int, None, "download at this width (rewrites the URL's width= segment; default: the item's own URL)", minimum=1, maximum=100_000, metavar="PX"),
@@ -99,6 +120,7 @@ _API_NAMES = {"browsing_level": "browsingLevel", "user_id": "userId", "post_id":
 @dataclass(frozen=True, slots=True)
 class CrawlConfig:
     out: Path
+    source: str = "images"
     sort: str | None = None
     period: str | None = None
     nsfw: str | None = None
@@ -111,8 +133,20 @@ class CrawlConfig:
     base_model: tuple[str, ...] = ()
     type: str | None = None
     with_meta: bool = True
+    query: str | None = None
+    tag: str | None = None
+    types: tuple[str, ...] = ()
     limit: int = 100
     max_images: int | None = None
+    max_pages: int | None = None
+    require_meta: bool = False
+    min_width: int | None = None
+    min_height: int | None = None
+    min_reactions: int | None = None
+    max_nsfw_level: str | None = None
+    exclude_user: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
     api_base: str = DEFAULT_API_BASE
     width: int | None = None
     original: bool = False
@@ -155,10 +189,15 @@ class CrawlConfig:
         """A short fingerprint of what is asked (not how), so checkpoints resume only the same query."""
         parts = sorted((k, v) for k, v in self.api_params() if k != "limit")
         parts.append(("api_base", self.api_base.rstrip("/")))
+        parts.extend((o.name, repr(getattr(self, o.name))) for o in OPTIONS
+                     if o.identity and getattr(self, o.name) not in (None, (), False, o.default))
         return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:16]
 
     def query_summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.api_params() if k not in ("limit", "flatMeta")}
+        summary: dict[str, Any] = {k: v for k, v in self.api_params() if k not in ("limit", "flatMeta")}
+        summary.update((o.name, getattr(self, o.name)) for o in OPTIONS
+                       if o.identity and getattr(self, o.name) not in (None, (), False, o.default))
+        return summary
 
     @property
     def allowed_hosts(self) -> frozenset[str]:
@@ -265,20 +304,32 @@ def load_toml(path: Path) -> dict[str, Any]:
 def build(out: str | Path | None, cli: dict[str, Any], config_file: str | Path | None = None,
           env: dict[str, str] | None = None) -> CrawlConfig:
     """Defaults, then the TOML file, then flags; the key from the environment. Validated as a whole."""
+    return build_with_sources(out, cli, config_file, env)[0]
+
+
+def build_with_sources(out: str | Path | None, cli: dict[str, Any], config_file: str | Path | None = None,
+                       env: dict[str, str] | None = None) -> tuple[CrawlConfig, dict[str, str]]:
+    """As `build`, plus where each setting came from: default, file, environment or flag."""
     env = os.environ if env is None else env
     if out is None or str(out).strip() == "":
         raise ConfigError("--out DIR is required")
     values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+    sources: dict[str, str] = {}
     if config_file is not None:
-        values.update(load_toml(Path(config_file)))
+        from_file = load_toml(Path(config_file))
+        values.update(from_file)
+        sources.update((name, f"file {config_file}") for name in from_file)
     for o in OPTIONS:
         given = cli.get(o.name)
         if given is not None:
             values[o.name] = _coerce(o, given, o.flag)
+            sources[o.name] = "flag"
     key = env.get(API_KEY_ENV, "").strip() or None
+    if key:
+        sources["api_key"] = f"environment {API_KEY_ENV}"
     cfg = CrawlConfig(out=Path(out), api_key=key, **values)
     _check_whole(cfg)
-    return cfg
+    return cfg, sources
 
 
 def _check_whole(cfg: CrawlConfig) -> None:
@@ -291,6 +342,23 @@ def _check_whole(cfg: CrawlConfig) -> None:
         raise ConfigError("--api-base must be a plain URL without query, fragment or credentials")
     if cfg.backoff_max < cfg.backoff_base:
         raise ConfigError("backoff_max must be at least backoff_base")
+    for name in ("since", "until"):
+        value = getattr(cfg, name)
+        if value is not None and normalise.parse_time(value) is None:
+            raise ConfigError(f"--{name}: {value!r} is not an ISO date or date-time (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)")
+    if cfg.since and cfg.until and normalise.parse_time(cfg.since) >= normalise.parse_time(cfg.until):  # type: ignore[operator]
+        raise ConfigError("--since must be before --until")
+    if cfg.source == "images":
+        for name in ("query", "tag", "types"):
+            if getattr(cfg, name):
+                raise ConfigError(f"--{name} only applies to --source models")
+        if cfg.sort in MODEL_SORTS:
+            raise ConfigError(f"--sort {cfg.sort!r} is a models sort; for images one of: {', '.join(SORTS)}")
+    else:
+        if cfg.sort not in (None, "Newest", *MODEL_SORTS):
+            raise ConfigError(f"--sort {cfg.sort!r} is not a models sort; one of: Highest Rated, Most Downloaded, Newest")
+        if cfg.limit > 100:
+            raise ConfigError("--limit for --source models is at most 100")
 
 
 def describe(cfg: CrawlConfig) -> dict[str, Any]:

@@ -20,22 +20,23 @@ from typing import Any, TextIO
 import aiohttp
 
 from . import config as config_mod
-from .checkpoints import PARTIAL, PageLedger
+from .checkpoints import PageLedger
 from .config import ConfigError, CrawlConfig
 from .download import Downloader
 from .durability import GroupCommit
-from .items import InvalidItem, Job, make_job
+from .items import Job
 from .limits import HostGate
 from .lock import DirLock
 from .manifest import MANIFEST_NAME, DiskFull, ManifestWriter, ResumeState
 from .pages import Feed, FeedStopped, Position
 from .progress import CrawlStats, line, show
 from .retry import Gone, RequestFailed, RetryPolicy
+from .selection import Selector, plan
 from .urls import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Reasons after which everything asked for was attempted.
-_COMPLETE = ("feed-ended", "max-images")
+_COMPLETE = ("feed-ended", "max-images", "max-pages", "since-reached")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,12 @@ def prepare_root(root: Path) -> None:
         raise ConfigError(f"--out {root} cannot be created: {e.strerror}") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {root} is not writable")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _damaged(root: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -175,10 +182,10 @@ class Crawl:
         return outcome
 
     async def _pipeline(self, state: ResumeState, start: Position | None, downloader: Downloader) -> None:
-        seen = state.done | state.gone  # one set: keys settled before or queued in this run
+        selector = Selector(self.cfg, state.done, state.gone, self.stats, self._invalid)
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._work(downloader)) for _ in range(self.cfg.concurrency)]
-            producer = group.create_task(self._produce(state, start, seen))
+            producer = group.create_task(self._produce(state, start, selector))
             supervisor = group.create_task(self._supervise(producer, workers))
             flusher = group.create_task(self._flush_periodically())
             committer = group.create_task(self._commit_periodically())
@@ -219,46 +226,32 @@ class Crawl:
 
     def _snapshot(self) -> tuple[int, int, str]:
         pages = self._feed.counters.pages if self._feed else 0
-        return self._queue.qsize(), pages, ""
+        extra = ""
+        total = self.cfg.max_images
+        if total:
+            settled = self.stats.done + self.stats.failed + self.stats.gone
+            rate = settled / self.stats.elapsed()
+            eta = (total - settled) / rate if rate > 0 else None
+            extra = f" | {settled}/{total}" + (f", ETA {_duration(eta)}" if eta is not None else "")
+        return self._queue.qsize(), pages, extra
 
     # -- producer ------------------------------------------------------------------------------
 
-    async def _produce(self, state: ResumeState, start: Position | None, seen: set) -> None:
-        cfg = self.cfg
+    async def _produce(self, state: ResumeState, start: Position | None, selector: Selector) -> None:
         assert self._feed is not None
         try:
             for record in list(state.failed.values()):
-                job = self._job(record.get("item"), None)
-                if job is not None and job.key not in seen:
-                    seen.add(job.key)
+                job = selector.job(record.get("item"), None)
+                if job is not None and selector.claim(job):
                     self.stats.retried_failures += 1
                     await self._queue.put(job)
-            queued = 0
-            async for page in self._feed.pages(start):
-                jobs: list[Job] = []
-                for item in page.items:
-                    job = self._job(item, page.number)
-                    if job is None:
-                        continue
-                    if job.key in seen:
-                        if job.key in state.done or job.key in state.gone:
-                            self.stats.skipped_done += 1
-                        else:
-                            self.stats.duplicates += 1
-                        continue
-                    seen.add(job.key)
-                    jobs.append(job)
-                quota_left = None if cfg.max_images is None else cfg.max_images - queued
-                cut = quota_left is not None and len(jobs) >= quota_left
-                if cut:
-                    jobs = jobs[:quota_left]
+            async for batch in plan(self._feed, selector, start):
                 # Opened before its jobs are queued, so a fast worker can never settle an unknown page.
-                self._ledger.open_page(page.number, len(jobs), PARTIAL if cut else page.next)
-                for job in jobs:
+                self._ledger.open_page(batch.page.number, len(batch.jobs), batch.following)
+                for job in batch.jobs:
                     await self._queue.put(job)
-                queued += len(jobs)
-                if cut:
-                    self._finish("max-images", f"--max-images {cfg.max_images} reached after {page.number} page(s)")
+                if batch.stop is not None:
+                    self._finish(*batch.stop)
                     break
             else:
                 self._finish("feed-ended", f"the feed ended (no next cursor) after {self._feed.counters.pages} page(s)")
@@ -272,15 +265,10 @@ class Crawl:
         for _ in range(self.cfg.concurrency):
             await self._queue.put(None)
 
-    def _job(self, item: Any, page: int | None) -> Job | None:
-        try:
-            return make_job(item, self.cfg.width, self.cfg.original, page)
-        except InvalidItem as e:
-            self.stats.invalid += 1
-            if self._invalid_logged < 5:
-                self._invalid_logged += 1
-                self.log(f"skipping an item the API sent that cannot be mirrored: {e}")
-            return None
+    def _invalid(self, why: str) -> None:
+        if self._invalid_logged < 5:
+            self._invalid_logged += 1
+            self.log(f"skipping an item the API sent that cannot be mirrored: {why}")
 
     def _checkpoint(self, page: int, following: Position | None) -> None:
         assert self._writer is not None

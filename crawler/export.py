@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import orjson
 from . import normalise as N
 from .manifest import MANIFEST_NAME, Key, iter_records_at, key_of
 
-FORMATS = ("jsonl", "parquet", "webdataset")
+FORMATS = ("jsonl", "parquet", "webdataset", "captions")
 
 
 class ExportError(RuntimeError):
@@ -246,21 +247,76 @@ class WebDatasetSink:
             self._part.unlink(missing_ok=True)
 
 
+class CaptionsSink:
+    """The layout LoRA/fine-tuning tools read (kohya-ss style): `{key}.{ext}` beside `{key}.txt`.
+
+    Images are hard-linked when the folder is on the mirror's filesystem (no copy, no extra space;
+    the mirror's files are never opened for writing), copied otherwise. Images without the caption
+    field are left out and counted.
+    """
+
+    def __init__(self, to: Path, field: str = "prompt") -> None:
+        to.mkdir(parents=True, exist_ok=True)
+        self.to = to
+        self.field = field
+        self.linked = 0
+        self.copied = 0
+        self.uncaptioned = 0
+
+    def write(self, root: Path, record: dict[str, Any], data: dict[str, Any]) -> None:
+        caption = data.get(self.field)
+        if caption is None or (isinstance(caption, str) and not caption.strip()):
+            self.uncaptioned += 1
+            return
+        source = root / record["path"]
+        target = self.to / f"{data['key']}{source.suffix}"
+        if not target.exists():
+            try:
+                os.link(source, target)
+                self.linked += 1
+            except OSError:
+                part = target.with_name(target.name + ".part")
+                shutil.copyfile(source, part)
+                os.replace(part, target)
+                self.copied += 1
+        text = self.to / f"{data['key']}.txt"
+        part = text.with_name(text.name + ".part")
+        part.write_text(str(caption).strip() + "\n", encoding="utf-8")
+        os.replace(part, text)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class ExportResult:
     rows: int
     skipped_missing: int
+    uncaptioned: int = 0
+    linked: int = 0
+    copied: int = 0
 
 
-def export(root: Path, fmt: str, to: Path, shard_size: int = 1000) -> ExportResult:
+def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field: str = "prompt") -> ExportResult:
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}")
     if fmt != "webdataset" and to.is_dir():
         raise ExportError(f"--to {to} is a directory; give a file path")
-    if fmt == "webdataset" and to.exists() and not to.is_dir():
+    if fmt in ("webdataset", "captions") and to.exists() and not to.is_dir():
         raise ExportError(f"--to {to} exists and is not a directory")
+    if fmt == "captions" and caption_field not in _parquet_schema().names:
+        raise ExportError(f"--caption-field {caption_field!r} is not an exported field; e.g. prompt, negative_prompt, username")
     records = done_records(root)
-    sink: Sink = {"jsonl": JsonlSink, "parquet": ParquetSink}[fmt](to) if fmt != "webdataset" else WebDatasetSink(to, shard_size)
+    sink: Sink
+    if fmt == "webdataset":
+        sink = WebDatasetSink(to, shard_size)
+    elif fmt == "captions":
+        sink = CaptionsSink(to, caption_field)
+    else:
+        sink = {"jsonl": JsonlSink, "parquet": ParquetSink}[fmt](to)
     rows = missing = 0
     try:
         for record in records:
@@ -268,7 +324,7 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000) -> ExportResu
             if not rel.parts or rel.is_absolute() or ".." in rel.parts:
                 missing += 1  # a record we did not write; never read outside the mirror
                 continue
-            if fmt == "webdataset" and not (root / rel).is_file():
+            if fmt in ("webdataset", "captions") and not (root / rel).is_file():
                 missing += 1  # removed since it was recorded; `verify` names such files
                 continue
             sink.write(root, record, row(record))
@@ -277,4 +333,6 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000) -> ExportResu
         sink.abort()
         raise
     sink.close()
+    if isinstance(sink, CaptionsSink):
+        return ExportResult(rows - sink.uncaptioned, missing, sink.uncaptioned, sink.linked, sink.copied)
     return ExportResult(rows, missing)

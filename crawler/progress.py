@@ -26,6 +26,7 @@ class CrawlStats:
     invalid: int = 0  # items the API sent that cannot be mirrored
     retried_failures: int = 0  # earlier failures queued again
     failures: Counter[str] = field(default_factory=Counter)
+    filtered: Counter[str] = field(default_factory=Counter)  # skipped by a dataset filter, by reason
 
     def elapsed(self) -> float:
         return max(1e-9, time.monotonic() - self.started)
@@ -34,6 +35,7 @@ class CrawlStats:
         return {"done": self.done, "failed": self.failed, "gone": self.gone, "bytes": self.bytes,
                 "skipped_done": self.skipped_done, "duplicates": self.duplicates, "invalid": self.invalid,
                 "retried_failures": self.retried_failures, "failures": dict(self.failures),
+                "filtered": dict(self.filtered),
                 "seconds": round(self.elapsed(), 3)}
 
 

@@ -122,8 +122,9 @@ def test_sigterm_exits_130_promptly_flushes_and_resumes(tmp_path):
         out, err = proc.communicate(timeout=15)
         assert proc.returncode == 130 and time.monotonic() - started < 10
         assert key not in out + err and "interrupted" in err
-        tail = (tmp_path / MANIFEST_NAME).read_bytes().splitlines()[-1]
-        assert b'"reason":"interrupted"' in tail  # the run's end was recorded: the manifest was flushed
+        lines = (tmp_path / MANIFEST_NAME).read_bytes().splitlines()
+        # The run's end was recorded (then made durable by the last group commit): the manifest was flushed.
+        assert b'"reason":"interrupted"' in lines[-2] and b'"kind":"durable"' in lines[-1]
         result = cli("crawl", "--out", str(tmp_path), *flags_list(sim.api_base, browsing_level=31),
                      env={"CIVITAI_API_KEY": key})
         expected = sim.catalogue.expected(ALL)

@@ -1,0 +1,105 @@
+"""Which items of a page become download jobs: valid, wanted by the filters, not done, not seen this run.
+
+Shared by the crawl's producer and by `--dry-run`, so a dry run counts exactly what a crawl fetches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from .config import CrawlConfig
+from .filters import ItemFilter
+from .checkpoints import PARTIAL
+from .items import InvalidItem, Job, make_job
+from .manifest import Key
+from .pages import Feed, Page, Position
+from .progress import CrawlStats
+
+
+class Selector:
+    def __init__(self, cfg: CrawlConfig, done: set[Key], gone: set[Key], stats: CrawlStats,
+                 on_invalid: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.filter = ItemFilter.from_config(cfg)
+        self.done = done
+        self.gone = gone
+        self.seen: set[Key] = done | gone  # one set: keys settled before or queued in this run
+        self.stats = stats
+        self.on_invalid = on_invalid
+
+    def job(self, item: Any, page: int | None) -> Job | None:
+        try:
+            return make_job(item, self.cfg.width, self.cfg.original, page)
+        except InvalidItem as e:
+            self.stats.invalid += 1
+            self.on_invalid(str(e))
+            return None
+
+    def select(self, items: list[Any], page: int) -> list[Job]:
+        stats = self.stats
+        active = self.filter.active
+        jobs: list[Job] = []
+        for item in items:
+            job = self.job(item, page)
+            if job is None:
+                continue
+            if job.key in self.seen:
+                if job.key in self.done or job.key in self.gone:
+                    stats.skipped_done += 1
+                else:
+                    stats.duplicates += 1
+                continue
+            why = self.filter.reason(job.item) if active else None
+            if why is not None:
+                stats.filtered[why] += 1
+                continue
+            self.seen.add(job.key)
+            jobs.append(job)
+        return jobs
+
+    def claim(self, job: Job) -> bool:
+        """For jobs from elsewhere (earlier failures): True if not yet settled or queued."""
+        if job.key in self.seen:
+            return False
+        self.seen.add(job.key)
+        return True
+
+    def stop_paging(self, items: list[Any]) -> bool:
+        return self.cfg.sort == "Newest" and self.filter.past_since(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    page: Page
+    jobs: list[Job]
+    following: Position | None | object  # where the next run may resume after this page; PARTIAL: nowhere
+    stop: tuple[str, str] | None  # (reason, message) when paging stops after this page
+
+
+async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncIterator[Batch]:
+    """Pages turned into jobs, with the crawl's own limits (--max-images, --max-pages, --since) applied.
+
+    Ends after a batch with `stop`, or when the feed ends (FeedStopped/RequestFailed propagate).
+    """
+    cfg = selector.cfg
+    queued = 0
+    async for page in feed.pages(start):
+        jobs = selector.select(page.items, page.number)
+        stop: tuple[str, str] | None = None
+        following: Position | None | object = page.next
+        quota_left = None if cfg.max_images is None else cfg.max_images - queued
+        if quota_left is not None and len(jobs) >= quota_left:
+            jobs = jobs[:quota_left]
+            following = PARTIAL
+            stop = ("max-images", f"--max-images {cfg.max_images} reached after {page.number} page(s)")
+        elif selector.stop_paging(page.items):
+            following = None  # the rest of the feed is unwanted: the next run starts from the top
+            stop = ("since-reached", f"items older than --since {cfg.since} reached on page {page.number} "
+                    "(newest first): the rest of the feed is older")
+        elif cfg.max_pages is not None and page.number >= cfg.max_pages and page.next is not None:
+            stop = ("max-pages", f"--max-pages {cfg.max_pages} reached")
+        queued += len(jobs)
+        yield Batch(page, jobs, following, stop)
+        if stop is not None:
+            return
