@@ -109,6 +109,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", float, 5.0, "seconds in-flight downloads may finish after SIGINT/SIGTERM", minimum=0.0, maximum=600, metavar="S"),
     Option("progress", str, "auto", "progress display: auto (live on a terminal, log lines otherwise), live, log, none", choices=("auto", "live", "log", "none")),
     Option("log_interval", float, 10.0, "seconds between progress log lines when not on a terminal", minimum=0.1, metavar="S"),
+    Option("log_format", str, "text", "log lines as readable text or as JSON objects (one per line)", choices=("text", "json")),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 _BOOL_FLAGS = {"with_meta": ("--with-meta", "--no-meta")}
@@ -164,6 +165,7 @@ class CrawlConfig:
     shutdown_grace: float = 5.0
     progress: str = "auto"
     log_interval: float = 10.0
+    log_format: str = "text"
     api_key: str | None = field(default=None, repr=False)  # never printed, never written
 
     def api_params(self) -> list[tuple[str, str]]:

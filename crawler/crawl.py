@@ -8,14 +8,14 @@ a repeated cursor, disk full) that is printed, recorded in the manifest and turn
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import aiohttp
 
@@ -26,17 +26,18 @@ from .download import Downloader
 from .durability import GroupCommit
 from .items import Job
 from .limits import HostGate
-from .lock import DirLock
+from .logs import Logger
+from .mirror import Mirror
 from .manifest import MANIFEST_NAME, DiskFull, ManifestWriter, ResumeState
 from .pages import Feed, FeedStopped, Position
 from .progress import CrawlStats, line, show
-from .retry import Gone, RequestFailed, RetryPolicy
+from .retry import Fatal, Gone, RequestFailed, RetryPolicy
 from .selection import Selector, plan
 from .urls import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Reasons after which everything asked for was attempted.
-_COMPLETE = ("feed-ended", "max-images", "max-pages", "since-reached")
+COMPLETE = ("feed-ended", "max-images", "max-pages", "since-reached")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,44 +48,33 @@ class Outcome:
     exit_code: int
 
 
-def prepare_root(root: Path) -> None:
-    """The mirror directory exists and is writable, or a ConfigError says why not."""
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--out {root} exists and is not a directory")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out {root} cannot be created: {e.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {root} is not writable")
-
-
 def _duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def _damaged(root: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    damaged = []
-    for record in records:
-        try:
-            with open(root / str(record.get("path")), "rb") as f:
-                if hashlib.file_digest(f, "sha256").hexdigest() == record.get("sha256"):
-                    continue
-        except OSError:
-            pass
-        damaged.append(record)
-    return damaged
-
-
 class Crawl:
-    def __init__(self, cfg: CrawlConfig, log: TextIO = sys.stderr, seed: int | None = None) -> None:
+    """One crawl (or one pass of `follow`) of the feed into a mirror.
+
+    `run()` opens the mirror itself; `run_in(mirror)` runs inside one opened by the caller, keeping its
+    in-memory state current (follow). `resume=False` ignores the checkpoint (follow's later passes
+    start from the top); `retry_due(record)` says which earlier failures to retry now.
+    """
+
+    def __init__(self, cfg: CrawlConfig, log: TextIO = sys.stderr, seed: int | None = None, *,
+                 resume: bool = True, retry_due: Callable[[dict[str, Any]], bool] | None = None,
+                 track_newest: bool = False, **log_context: Any) -> None:
         self.cfg = cfg
         self.log_stream = log
+        self.logger = Logger(log, cfg.log_format, **log_context)
         self.rng = random.Random(seed)
         self.stats = CrawlStats()
         self.query = cfg.query_identity()
+        self.resume = resume
+        self.retry_due = retry_due
+        self.track_newest = track_newest
+        self.newest: datetime | None = None  # the newest createdAt listed (follow's high-water mark)
         self._stop = asyncio.Event()
         self._reason: tuple[str, str] | None = None
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(2 * cfg.concurrency, 64))
@@ -92,6 +82,8 @@ class Crawl:
         self._commits: GroupCommit | None = None
         self._ledger = PageLedger(self._checkpoint)
         self._feed: Feed | None = None
+        self._downloader: Downloader | None = None
+        self._state: ResumeState | None = None
         self._invalid_logged = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -115,45 +107,37 @@ class Crawl:
         if self._reason is None:  # the first cause wins: it is why the crawl stopped
             self._reason = (reason, message)
 
-    def log(self, message: str) -> None:
-        self.log_stream.write(f"{time.strftime('%H:%M:%S')} {message}\n")
-        self.log_stream.flush()
+    def log(self, message: str, **fields: Any) -> None:
+        self.logger.info(message, **fields)
+
+    @property
+    def counters(self) -> tuple[Any, Any]:
+        """(API counters, CDN counters) of the running pass, for metrics; None before it starts."""
+        return (self._feed.counters if self._feed else None, self._downloader.counters if self._downloader else None)
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
 
     async def run(self) -> Outcome:
-        cfg = self.cfg
-        prepare_root(cfg.out)
-        with DirLock(cfg.out):
-            state = ResumeState.load(cfg.out / MANIFEST_NAME, self.query)
-            if state.bad_lines:
-                shown = ", ".join(map(str, state.bad_lines[:5])) + (" ..." if len(state.bad_lines) > 5 else "")
-                self.log(f"warning: {len(state.bad_lines)} unreadable line(s) in {MANIFEST_NAME} ignored (line {shown}); "
-                         "the file is left as it is")
-            await self._recheck_unverified(state)
-            self._writer = ManifestWriter(cfg.out / MANIFEST_NAME)
-            self._commits = GroupCommit(self._writer, fsync=cfg.fsync)
-            try:
-                return await self._run(state)
-            finally:
-                try:
-                    self._writer.close()
-                except OSError as e:
-                    self.log(f"warning: could not finish writing {MANIFEST_NAME}: {e.strerror or e}")
+        async with Mirror(self.cfg.out, self.query, self.log) as mirror:
+            return await self.run_in(mirror)
 
-    async def _recheck_unverified(self, state: ResumeState) -> None:
-        """Done records written after the last group commit: keep only those whose file is intact."""
-        if not state.unverified:
-            return
-        lost = await asyncio.to_thread(_damaged, self.cfg.out, state.unverified)
-        for record in lost:
-            state.forget(record)
-        if lost:
-            self.log(f"{len(lost)} recent image(s) recorded done have a missing or damaged file (power loss?): "
-                     "they will be downloaded again")
+    async def run_in(self, mirror: Mirror) -> Outcome:
+        self._state = mirror.state
+        self._writer = ManifestWriter(mirror.manifest)
+        self._commits = GroupCommit(self._writer, fsync=self.cfg.fsync)
+        try:
+            return await self._run(mirror.state)
+        finally:
+            try:
+                self._writer.close()
+            except OSError as e:
+                self.log(f"warning: could not finish writing {MANIFEST_NAME}: {e.strerror or e}")
 
     async def _run(self, state: ResumeState) -> Outcome:
         cfg = self.cfg
         assert self._writer is not None
-        resume = state.resume_position()
+        resume = state.resume_position() if self.resume else None
         start = Position.from_record(resume) if resume else None
         self._writer.append({"kind": "run", "event": "start", "query": self.query, "params": cfg.query_summary(),
                              "settings": config_mod.describe(cfg), "resume": start.to_record() if start else None,
@@ -167,8 +151,8 @@ class Crawl:
                                       connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300)) as cdn_session:
             self._feed = Feed(api_session, cfg.api_base, cfg.api_params(), HostGate(cfg.api_rps), policy, self.rng,
                               cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages)
-            downloader = Downloader(cdn_session, HostGate(cfg.cdn_rps), policy, cfg.out, cfg.allowed_hosts,
-                                    cfg.max_bytes, config_mod.USER_AGENT, self.rng)
+            downloader = self._downloader = Downloader(cdn_session, HostGate(cfg.cdn_rps), policy, cfg.out,
+                                                       cfg.allowed_hosts, cfg.max_bytes, config_mod.USER_AGENT, self.rng)
             downloader.clear_partials()
             try:
                 await self._pipeline(state, start, downloader)
@@ -182,7 +166,7 @@ class Crawl:
         return outcome
 
     async def _pipeline(self, state: ResumeState, start: Position | None, downloader: Downloader) -> None:
-        selector = Selector(self.cfg, state.done, state.gone, self.stats, self._invalid)
+        selector = Selector(self.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest)
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._work(downloader)) for _ in range(self.cfg.concurrency)]
             producer = group.create_task(self._produce(state, start, selector))
@@ -190,10 +174,11 @@ class Crawl:
             flusher = group.create_task(self._flush_periodically())
             committer = group.create_task(self._commit_periodically())
             display = group.create_task(show(self.stats, self._snapshot, self.cfg.progress, self.cfg.log_interval,
-                                             self.log_stream))
+                                             self.log_stream, emit=lambda text: self.log(text, **self._progress_fields())))
             await asyncio.wait(workers)
             for task in (producer, supervisor, flusher, committer, display):
                 task.cancel()
+        self.newest = selector.newest
 
     async def _commit_periodically(self) -> None:
         assert self._commits is not None
@@ -224,6 +209,12 @@ class Crawl:
                 self.request_stop("disk-full", f"disk full: {e.strerror}")
                 return
 
+    def _progress_fields(self) -> dict[str, Any]:
+        if not self.logger.json:
+            return {}
+        return {"done": self.stats.done, "failed": self.stats.failed, "gone": self.stats.gone, "bytes": self.stats.bytes,
+                "queue": self._queue.qsize(), "pages": self._feed.counters.pages if self._feed else 0}
+
     def _snapshot(self) -> tuple[int, int, str]:
         pages = self._feed.counters.pages if self._feed else 0
         extra = ""
@@ -241,6 +232,8 @@ class Crawl:
         assert self._feed is not None
         try:
             for record in list(state.failed.values()):
+                if self.retry_due is not None and not self.retry_due(record):
+                    continue
                 job = selector.job(record.get("item"), None)
                 if job is not None and selector.claim(job):
                     self.stats.retried_failures += 1
@@ -257,6 +250,8 @@ class Crawl:
                 self._finish("feed-ended", f"the feed ended (no next cursor) after {self._feed.counters.pages} page(s)")
         except FeedStopped as e:
             self._finish(e.reason, str(e))
+        except Fatal as e:
+            self._finish("api-refused", f"{e.detail or e.reason} (last request {self._feed.counters.last_url})")
         except RequestFailed as e:
             self._finish("api-error", f"API error outlived the retries: {e} (last request {self._feed.counters.last_url})")
         except DiskFull as e:
@@ -292,25 +287,34 @@ class Crawl:
                 return
 
     async def _download(self, downloader: Downloader, job: Job) -> None:
-        assert self._writer is not None
+        assert self._writer is not None and self._state is not None
+        state = self._state
         base = {"kind": "image", "id": job.id, "uuid": job.uuid, "url": job.url}
         try:
             saved = await downloader.fetch(job.key, job.url)
         except Gone as e:
             self.stats.gone += 1
             record = {**base, "status": "gone", "error": e.reason, "t": time.time()}
+            self._writer.append(record)
+            state.gone.add(job.key)
+            state.failed.pop(job.key, None)
         except RequestFailed as e:
             self.stats.failed += 1
             self.stats.failures[e.reason] += 1
-            record = {**base, "status": "failed", "reason": e.reason, "error": str(e), "item": job.item, "t": time.time()}
+            earlier = state.failed.get(job.key)
+            attempts = (earlier.get("attempts") or 1) + 1 if earlier else 1
+            record = {**base, "status": "failed", "reason": e.reason, "error": str(e), "attempts": attempts,
+                      "item": job.item, "t": time.time()}
+            self._writer.append(record)
+            state.failed[job.key] = record
         else:
             self.stats.done += 1
             self.stats.bytes += saved.bytes
-            record = {**base, "status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
-                      "width": job.width, "content_type": saved.content_type, "item": job.item, "t": time.time()}
-        self._writer.append(record)
-        if self._commits is not None and record["status"] == "done":
-            self._commits.add(self.cfg.out / saved.path)
+            self._writer.append({**base, "status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
+                                 "width": job.width, "content_type": saved.content_type, "item": job.item, "t": time.time()})
+            self._commits.add(self.cfg.out / saved.path)  # type: ignore[union-attr]
+            state.done.add(job.key)
+            state.failed.pop(job.key, None)
         self._ledger.settle(job.page)
 
     # -- the end -------------------------------------------------------------------------------
@@ -320,7 +324,7 @@ class Crawl:
         reason, message = self._reason or ("interrupted", "stopped before the feed ended")
         if reason == "interrupted":
             code = EXIT_INTERRUPTED
-        elif reason in _COMPLETE and not self.stats.failed:
+        elif reason in COMPLETE and not self.stats.failed:
             code = EXIT_OK
         else:
             code = EXIT_FAILED

@@ -51,8 +51,8 @@ def line(stats: CrawlStats, queue_depth: int, pages: int, extra: str = "") -> st
 
 
 async def show(stats: CrawlStats, snapshot: Callable[[], tuple[int, int, str]], mode: str, interval: float,
-               stream: TextIO = sys.stderr) -> None:
-    """Redraw until cancelled. `snapshot()` gives (queue depth, pages, extra text)."""
+               stream: TextIO = sys.stderr, emit: Callable[[str], None] | None = None) -> None:
+    """Redraw until cancelled. `snapshot()` gives (queue depth, pages, extra text); `emit` writes log lines."""
     live = mode == "live" or (mode == "auto" and stream.isatty())
     if mode == "none":
         return
@@ -63,9 +63,12 @@ async def show(stats: CrawlStats, snapshot: Callable[[], tuple[int, int, str]], 
             text = line(stats, *snapshot())
             if live:
                 stream.write("\r\x1b[2K" + text)
+                stream.flush()
+            elif emit is not None:
+                emit(text)
             else:
                 stream.write(time.strftime("%H:%M:%S ") + text + "\n")
-            stream.flush()
+                stream.flush()
     finally:
         if live:
             stream.write("\r\x1b[2K")

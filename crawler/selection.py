@@ -6,6 +6,7 @@ Shared by the crawl's producer and by `--dry-run`, so a dry run counts exactly w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, AsyncIterator, Callable
 
 from .config import CrawlConfig
@@ -13,20 +14,24 @@ from .filters import ItemFilter
 from .checkpoints import PARTIAL
 from .items import InvalidItem, Job, make_job
 from .manifest import Key
+from .normalise import created_at
 from .pages import Feed, Page, Position
 from .progress import CrawlStats
 
 
 class Selector:
     def __init__(self, cfg: CrawlConfig, done: set[Key], gone: set[Key], stats: CrawlStats,
-                 on_invalid: Callable[[str], None]) -> None:
+                 on_invalid: Callable[[str], None], track_newest: bool = False) -> None:
         self.cfg = cfg
         self.filter = ItemFilter.from_config(cfg)
+        # Shared with the crawl, which adds each outcome: no copy of a done-set of millions per run.
         self.done = done
         self.gone = gone
-        self.seen: set[Key] = done | gone  # one set: keys settled before or queued in this run
+        self.queued: set[Key] = set()  # this run's keys, settled or not
         self.stats = stats
         self.on_invalid = on_invalid
+        self.track_newest = track_newest
+        self.newest: datetime | None = None  # the newest createdAt listed: follow's high-water mark
 
     def job(self, item: Any, page: int | None) -> Job | None:
         try:
@@ -44,25 +49,30 @@ class Selector:
             job = self.job(item, page)
             if job is None:
                 continue
-            if job.key in self.seen:
-                if job.key in self.done or job.key in self.gone:
-                    stats.skipped_done += 1
-                else:
-                    stats.duplicates += 1
+            if self.track_newest:
+                when = created_at(job.item)
+                if when is not None and (self.newest is None or when > self.newest):
+                    self.newest = when
+            key = job.key
+            if key in self.queued:
+                stats.duplicates += 1
+                continue
+            if key in self.done or key in self.gone:
+                stats.skipped_done += 1
                 continue
             why = self.filter.reason(job.item) if active else None
             if why is not None:
                 stats.filtered[why] += 1
                 continue
-            self.seen.add(job.key)
+            self.queued.add(key)
             jobs.append(job)
         return jobs
 
     def claim(self, job: Job) -> bool:
         """For jobs from elsewhere (earlier failures): True if not yet settled or queued."""
-        if job.key in self.seen:
+        if job.key in self.queued or job.key in self.done or job.key in self.gone:
             return False
-        self.seen.add(job.key)
+        self.queued.add(job.key)
         return True
 
     def stop_paging(self, items: list[Any]) -> bool:

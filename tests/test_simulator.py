@@ -26,6 +26,7 @@ from crawler.simulator import Catalogue, FaultConfig, RequestLog, SimConfig, Sim
 from crawler.simulator import cli as sim_cli
 from crawler.simulator.hostile import HOSTILE, hostile_items
 from crawler.simulator.log import LogEntry
+from crawler.simulator.models_query import parse_model_query
 from crawler.simulator.options import parse_options
 
 ALL = {"browsingLevel": "31"}
@@ -813,3 +814,248 @@ async def test_truncated_cdn_body_records_the_half_it_sent() -> None:
     assert record is not None
     whole, _ = server.catalogue.file(record, parse_options(item["url"].split("/")[-2]))
     assert server.log.entries("cdn")[0].bytes_sent == len(whole) // 2
+
+
+# --- model endpoints ------------------------------------------------------------------------
+
+
+async def walk_models(session: aiohttp.ClientSession, api_base: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Every model `/models` lists for `params`, following nextCursor to the end."""
+    models: list[dict[str, Any]] = []
+    query = dict(params)
+    for _ in range(1000):
+        page = await get_json(session, api_base + "/models", query)
+        models += page["items"]
+        cursor = page["metadata"].get("nextCursor")
+        if cursor is None:
+            assert "nextPage" not in page["metadata"]
+            return models
+        assert dict(parse_qsl(urlsplit(page["metadata"]["nextPage"]).query)) == {**params, "cursor": cursor}
+        query = {**params, "cursor": cursor}
+    raise AssertionError("the model list never ended")
+
+
+def image_key(image: dict[str, Any]) -> int | str:
+    """What a mirror keys a model image by: its id, else the id in the file name, else the uuid."""
+    if "id" in image:
+        return image["id"]
+    segments = urlsplit(image["url"]).path.split("/")
+    stem = segments[-1].split(".")[0]
+    return int(stem) if stem.isdigit() else segments[2]
+
+
+def model_images(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [i for m in models for v in m["modelVersions"] for i in v["images"]]
+
+
+async def test_models_list_pages_to_the_end_and_matches_expected_models() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        for params in ({"limit": "5"}, {"limit": "3", "nsfw": "true"}, {"limit": "4", "sort": "Newest"}):
+            models = await walk_models(session, server.api_base, params)
+            wanted = {k: v for k, v in params.items() if k != "limit"}
+            expected = server.catalogue.expected_models("models", params=wanted)
+            listed = [m.id for m in server.catalogue.select_models(parse_model_query(wanted).filters)]
+            assert [m["id"] for m in models] == listed, params
+            images = model_images(models)
+            assert all(isinstance(i["id"], int) for i in images), "the list carries image ids"
+            assert {i["id"] for i in images} == set(expected) and expected, params
+            assert all(len(v["images"]) <= 20 for m in models for v in m["modelVersions"])
+
+
+async def test_models_list_is_pg_only_by_default_and_nsfw_true_shows_every_level() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        pg = await walk_models(session, server.api_base, {"nsfw": "false"})
+        default = await walk_models(session, server.api_base, {})
+        every = await walk_models(session, server.api_base, {"nsfw": "true"})
+    assert pg == default
+    assert {i["nsfwLevel"] for i in model_images(default)} == {1}
+    assert all(any(v["images"] for v in m["modelVersions"]) for m in default), "models with no PG image are hidden"
+    levels = {i["nsfwLevel"] for i in model_images(every)}
+    assert levels <= {1, 2, 4, 8, 16} and len(levels) > 2
+    assert len(every) >= len(default) and len(model_images(every)) > len(model_images(default))
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "abc", "-1"])
+async def test_models_bad_limit_is_http_400(limit: str) -> None:
+    async with sim(images=50) as server, aiohttp.ClientSession() as session:
+        status, body, _ = await get_raw(session, server.api_base + "/models", {"limit": limit})
+    assert status == 400 and "error" in json.loads(body)
+
+
+async def test_models_default_limit_is_100_and_100_is_allowed() -> None:
+    async with sim(images=2600) as server, aiohttp.ClientSession() as session:
+        assert len(server.catalogue.models) > 100
+        default = await get_json(session, server.api_base + "/models", {"nsfw": "true"})
+        most = await get_json(session, server.api_base + "/models", {"nsfw": "true", "limit": "100"})
+        one = await get_json(session, server.api_base + "/models", {"nsfw": "true", "limit": "1"})
+    assert len(default["items"]) == len(most["items"]) == 100 and default["metadata"]["nextCursor"]
+    assert len(one["items"]) == 1
+
+
+async def test_models_filters_and_sorts() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        catalogue = server.catalogue
+        everything = await walk_models(session, server.api_base, {"nsfw": "true"})
+        target = catalogue.models[0]
+        word = target.name.split()[1].lower()
+        cases: dict[str, tuple[dict[str, str], Any]] = {
+            "query": ({"query": word.upper()}, lambda m: word in m["name"].lower()),
+            "tag": ({"tag": target.tags[0]}, lambda m: target.tags[0] in m["tags"]),
+            "username": ({"username": target.username.upper()}, lambda m: m["creator"]["username"] == target.username),
+            "types": ({"types": target.type}, lambda m: m["type"] == target.type),
+        }
+        for name, (params, keep) in cases.items():
+            got = await walk_models(session, server.api_base, {**params, "nsfw": "true"})
+            assert [m["id"] for m in got] == [m["id"] for m in everything if keep(m)] != [], name
+        both = await walk_models(session, server.api_base, {"types": "LORA,Checkpoint", "nsfw": "true"})
+        async with session.get(server.api_base + "/models", params=[("types", "LORA"), ("types", "Checkpoint"),
+                                                                     ("nsfw", "true")]) as response:
+            repeated = (await response.json())["items"]
+        assert [m["id"] for m in both] == [m["id"] for m in repeated]
+        assert {m["type"] for m in both} <= {"LORA", "Checkpoint"} and both
+        newest = await walk_models(session, server.api_base, {"sort": "Newest", "nsfw": "true"})
+        downloads = await walk_models(session, server.api_base, {"sort": "Most Downloaded", "nsfw": "true"})
+        year = await walk_models(session, server.api_base, {"period": "Year", "nsfw": "true"})
+        for bad in ({"sort": "Worst"}, {"types": "Pictures"}, {"nsfw": "maybe"}, {"period": "Fortnight"}):
+            assert (await get_raw(session, server.api_base + "/models", bad))[0] == 400, bad
+    ratings = [m["stats"]["rating"] for m in everything]
+    assert ratings == sorted(ratings, reverse=True), "Highest Rated is the default"
+    counts = [m["stats"]["downloadCount"] for m in downloads]
+    assert counts == sorted(counts, reverse=True)
+    created = [max(v["createdAt"] for v in m["modelVersions"]) for m in newest]
+    assert created == sorted(created, reverse=True)
+    assert 0 < len(year) < len(everything)
+
+
+async def test_model_detail_lists_every_version_with_images_without_ids() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        uuid_named = 0
+        for model in server.catalogue.models:
+            detail = await get_json(session, f"{server.api_base}/models/{model.id}", {})
+            assert detail["id"] == model.id and [v["id"] for v in detail["modelVersions"]] == [v.id for v in model.versions]
+            assert set(detail) >= {"id", "name", "description", "type", "nsfw", "tags", "creator", "stats", "modelVersions"}
+            assert set(detail["creator"]) == {"username", "image"}
+            images = model_images([detail])
+            assert not any("id" in i for i in images) and all(isinstance(i["nsfwLevel"], int) for i in images)
+            assert all(len(v["images"]) == min(20, len(model.versions[n].images)) for n, v in enumerate(detail["modelVersions"]))
+            assert {image_key(i) for i in images} == set(server.catalogue.expected_models("model", model.id))
+            uuid_named += sum(isinstance(image_key(i), str) for i in images)
+    assert uuid_named > 0, "some model images carry only their uuid"
+
+
+async def test_model_version_has_up_to_10_images_with_meta_where_the_item_has_it() -> None:
+    async with sim() as server, aiohttp.ClientSession() as session:
+        catalogue = server.catalogue
+        versions = [v for m in catalogue.models for v in m.versions if v.images]
+        assert any(len(v.images) > 10 for v in versions)
+        for version in versions:
+            body = await get_json(session, f"{server.api_base}/model-versions/{version.id}", {})
+            assert (body["id"], body["modelId"], body["baseModel"]) == (version.id, version.model_id, version.base_model)
+            assert len(body["images"]) == min(10, len(version.images))
+            for image in body["images"]:
+                assert "id" not in image
+                uuid = urlsplit(image["url"]).path.split("/")[2]
+                item = catalogue.record(catalogue.uuid_to_id(uuid)).item  # type: ignore[union-attr]
+                assert image.get("meta") == item["meta"] and ("meta" in image) == (item["meta"] is not None)
+                assert image["nsfwLevel"] == item["browsingLevel"]
+            assert {image_key(i) for i in body["images"]} == set(catalogue.expected_models("model-version", version.id))
+
+
+async def test_unknown_model_and_version_ids_are_404_and_malformed_ones_400() -> None:
+    async with sim(images=50) as server, aiohttp.ClientSession() as session:
+        for path, status in (("/models/1", 404), ("/model-versions/1", 404), ("/models/abc", 400),
+                             ("/model-versions/12x", 400)):
+            got, body, _ = await get_raw(session, server.api_base + path, {})
+            assert got == status and "error" in json.loads(body), path
+    with pytest.raises(KeyError):
+        server.catalogue.expected_models("model", 1)
+    with pytest.raises(KeyError):
+        server.catalogue.uuid_to_id("00000000-0000-4000-8000-000000000000")
+
+
+async def test_model_versions_show_the_catalogue_images_that_list_them() -> None:
+    async with sim() as server:
+        catalogue = server.catalogue
+        for model in catalogue.models:
+            for version in model.versions:
+                ids = [i.record.item["id"] for i in version.images]
+                assert ids == sorted(ids), "oldest first"
+                assert set(ids) == set(catalogue.expected({"modelVersionId": str(version.id), **ALL})) | {
+                    i.record.item["id"] for i in version.images if i.record.gone}
+        shared: dict[int, set[int]] = {}
+        for model in catalogue.models:
+            for version in model.versions:
+                for image in version.images:
+                    shared.setdefault(image.record.item["id"], set()).add(model.id)
+    assert any(len(owners) > 1 for owners in shared.values()), "some images belong to two models"
+
+
+async def test_every_model_image_url_is_served_with_the_body_expected_models_predicts() -> None:
+    async with sim(images=150) as server, aiohttp.ClientSession() as session:
+        catalogue = server.catalogue
+        answers: list[tuple[str, int | None, dict[str, str] | None, list[dict[str, Any]]]] = [
+            ("models", None, {"nsfw": "true"}, model_images(await walk_models(session, server.api_base, {"nsfw": "true"})))]
+        for model in catalogue.models:
+            detail = await get_json(session, f"{server.api_base}/models/{model.id}", {})
+            answers.append(("model", model.id, None, model_images([detail])))
+            for version in model.versions:
+                body = await get_json(session, f"{server.api_base}/model-versions/{version.id}", {})
+                answers.append(("model-version", version.id, None, body["images"]))
+        fetched = 0
+        for endpoint, ident, params, images in answers:
+            own = catalogue.expected_models(endpoint, ident, params)
+            at_450 = catalogue.expected_models(endpoint, ident, params, width=450)
+            assert {image_key(i) for i in images} == set(own), (endpoint, ident)
+            for image in images:
+                _, body, _ = await fetch(session, image["url"])
+                assert hashlib.sha256(body).hexdigest() == own[image_key(image)]
+                _, body, _ = await fetch(session, rewrite(image["url"], "width=450"))
+                assert hashlib.sha256(body).hexdigest() == at_450[image_key(image)]
+                fetched += 1
+    assert fetched > 50
+    named = [image_key(i) for _, _, _, images in answers[1:] for i in images]
+    share = sum(isinstance(k, str) for k in named) / len(named)
+    assert 0.08 < share < 0.35, "about 1 in 5 model images is named by its uuid"
+
+
+async def test_uuid_named_model_images_map_back_to_their_catalogue_id() -> None:
+    async with sim() as server:
+        catalogue = server.catalogue
+        images = [i for m in catalogue.models for v in m.versions for i in v.images if not i.by_id]
+        assert images
+        for image in images:
+            uuid = image.path.split("/")[2]
+            assert image.path.endswith(f"/{uuid}.jpeg") or image.path.endswith(f"/{uuid}.mp4")
+            assert catalogue.uuid_to_id(uuid) == image.record.item["id"] and image.key == uuid
+
+
+async def test_gone_model_images_are_listed_but_not_expected() -> None:
+    async with sim(gone=0.3) as server, aiohttp.ClientSession() as session:
+        model = max(server.catalogue.models, key=lambda m: sum(len(v.images) for v in m.versions))
+        detail = await get_json(session, f"{server.api_base}/models/{model.id}", {})
+        gone = server.catalogue.expected_models_gone("model", model.id)
+        expected = server.catalogue.expected_models("model", model.id)
+        by_key = {image_key(i): i for i in model_images([detail])}
+        statuses = {(await fetch(session, by_key[k]["url"]))[0] for k in gone}
+    assert gone and not gone & set(expected) and gone | set(expected) == set(by_key)
+    assert statuses <= {404, 410}
+
+
+async def test_model_endpoints_meet_the_api_faults_too() -> None:
+    async with sim(images=50, faults=FaultConfig(api_429=1.0, retry_after=0.5)) as server, aiohttp.ClientSession() as session:
+        model = server.catalogue.models[0]
+        for path in ("/models", f"/models/{model.id}", f"/model-versions/{model.versions[0].id}"):
+            status, _, response = await get_raw(session, server.api_base + path, {})
+            assert status == 429 and response.headers["Retry-After"] == "0.5", path
+    assert server.log.count("api", 429) == 3
+
+
+def test_models_are_deterministic_and_stable_when_images_are_added() -> None:
+    a, b = Catalogue(SimConfig(images=300, seed=5)), Catalogue(SimConfig(images=300, seed=5))
+    assert [(m.id, m.name, [v.id for v in m.versions]) for m in a.models] == [
+        (m.id, m.name, [v.id for v in m.versions]) for m in b.models]
+    assert a.expected_models("models", params={"nsfw": "true"}) == b.expected_models("models", params={"nsfw": "true"})
+    before = {m.id: (m.name, dict(m.stats)) for m in a.models}
+    a.add_new(50)
+    assert {m.id: (m.name, dict(m.stats)) for m in a.models} == before
+    assert len(Catalogue(SimConfig(images=3000)).models) == 120, "one model per 25 images"
