@@ -6,23 +6,18 @@ Hidden records use up offsets but are dropped after the page is cut, as on Civit
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import orjson
 from aiohttp import web
 
-from . import abrupt
+from .answer import json_answer, next_page
 from .catalogue import Catalogue, Selection
 from .config import FaultConfig, SimConfig
-from .cursors import CursorError, Cursors
+from .cursors import Cursors
 from .faults import FaultPicker
 from .hostile import hostile_items
-from .log import ENTRY_KEY, LogEntry
 from .modes import NORMAL_PAGES, fixed_answer
-from .query import QueryError, parse_query
-
-_HTML_503 = b"<html><head><title>503 Service Unavailable</title></head><body><h1>503 Service Unavailable</h1></body></html>"
-_HTML_500 = b"<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>"
+from .query import parse_query
 
 
 class ImagesEndpoint:
@@ -42,31 +37,10 @@ class ImagesEndpoint:
         self._pages = 0  # pages answered so far, for the modes that turn hostile after a few
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        entry: LogEntry = request[ENTRY_KEY]
         fixed = fixed_answer(self._mode, request)
         if fixed is not None:
             return fixed
-        fault = self._faults.api()
-        entry.fault = fault
-        if fault == "reset":
-            abrupt.reset(request)
-            return web.Response(status=500)  # never sent: the connection is gone
-        if fault == "429":
-            return web.json_response({"error": "Too Many Requests"}, status=429, headers=self._retry_after())
-        if fault == "503":
-            return web.Response(body=_HTML_503, status=503, content_type="text/html", headers=self._retry_after())
-        if fault == "500":
-            return web.Response(body=_HTML_500, status=500, content_type="text/html")
-        try:
-            body = self._page(request)
-        except (QueryError, CursorError) as exc:
-            return web.Response(body=orjson.dumps({"error": str(exc)}), status=400, content_type="application/json")
-        if fault == "malformed":
-            body = body[: len(body) // 2]  # cut mid-document: status 200, JSON that does not parse
-        return web.Response(body=body, content_type="application/json")
-
-    def _retry_after(self) -> dict[str, str]:
-        return {"Retry-After": self._faults.retry_after()}
+        return json_answer(request, self._faults, lambda: self._page(request))
 
     def _page(self, request: web.Request) -> bytes:
         query = parse_query(request.query)
@@ -75,7 +49,7 @@ class ImagesEndpoint:
         self._pages += 1
         if late and self._mode == "empty-forever":
             # Never a repeat (a loop guard would catch that) and never an end: only a page budget stops it.
-            return orjson.dumps({"items": [], "metadata": self._next(request, origin, f"empty|{self._pages}")})
+            return orjson.dumps({"items": [], "metadata": next_page(request, origin, f"empty|{self._pages}")})
         feed = self._catalogue.select(query.filters)
         offset = self._cursors.decode(query.cursor, feed) if query.cursor is not None else 0
         window = feed.records[offset : offset + query.limit]
@@ -90,18 +64,13 @@ class ImagesEndpoint:
         following = offset + query.limit
         if late and self._mode == "cursor-loop" and query.cursor is not None:
             # The cursor just sent, in the very form it was issued: the next page is this page again.
-            metadata = self._next(request, origin, self._cursors.encode(offset, feed))
+            metadata = next_page(request, origin, self._cursors.encode(offset, feed))
         elif query.limit > 0 and following < len(feed.records):
-            metadata = self._next(request, origin, self._cursors.encode(following, feed))
+            metadata = next_page(request, origin, self._cursors.encode(following, feed))
             # civitai/civitai#981: some sorts answer a null nextCursor while nextPage still goes on.
             if self._faults.chance(self._cfg.null_cursor):
                 metadata["nextCursor"] = None
         return orjson.dumps({"items": items, "metadata": metadata})
-
-    @staticmethod
-    def _next(request: web.Request, origin: str, cursor: str | int) -> dict[str, Any]:
-        pairs = [(k, v) for k, v in request.query.items() if k != "cursor"] + [("cursor", str(cursor))]
-        return {"nextCursor": cursor, "nextPage": f"{origin}{request.path}?{urlencode(pairs, quote_via=quote)}"}
 
 
 def _last_visible(feed: Selection, start: int, stop: int) -> dict[str, Any] | None:

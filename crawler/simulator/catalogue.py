@@ -15,7 +15,9 @@ from typing import Any
 from .bodies import BodyMaker, Rendition
 from .config import SimConfig
 from .hostile import HostileSet, failed_ids, invalid_count
-from .items import NEWEST_MS, SPAN_MS, Record, RecordFactory, World
+from .items import IMAGES_PER_MODEL, MIN_MODELS, NEWEST_MS, SPAN_MS, Record, RecordFactory, World
+from .model_index import ModelIndex
+from .models import ModelFilters, SimModel, SimVersion
 from .options import SizeRequest, parse_options
 from .query import PERIODS, Filters, parse_query
 
@@ -42,7 +44,9 @@ class Catalogue:
     def __init__(self, cfg: SimConfig) -> None:
         self._cfg = cfg
         self._rng = random.Random(cfg.seed)
-        world = World.build(self._rng)
+        # A world of at most 300 images keeps the 12 models it always had, so old seeds give the same site.
+        world = World.build(self._rng, max(MIN_MODELS, round(cfg.images / IMAGES_PER_MODEL)))
+        self._world = world
         total = cfg.images + round(cfg.images * cfg.hidden)
         self._factory = RecordFactory(self._rng, world, SPAN_MS // max(1, total), cfg.gone)
         self._bodies = BodyMaker(cfg.seed, cfg.body_bytes)
@@ -58,7 +62,7 @@ class Catalogue:
 
     def _install(self, records: list[Record]) -> None:
         # One reference swap: a server thread sees either the old catalogue or the new one, never a mix.
-        self._now = _Snapshot(tuple(records), self._cfg.seed)
+        self._now = _Snapshot(tuple(records), self._cfg.seed, self._world)
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -158,6 +162,64 @@ class Catalogue:
         """Hostile items a correct crawler skips as un-mirrorable (no usable id or url, not an object)."""
         return invalid_count(self.hostile)
 
+    @property
+    def models(self) -> list[SimModel]:
+        """Every model, each version with all its images (uncapped, every level)."""
+        return list(self._now.model_index().models)
+
+    def model(self, model_id: int) -> SimModel | None:
+        return self._now.model_index().model(model_id)
+
+    def model_version(self, version_id: int) -> tuple[SimModel, SimVersion] | None:
+        return self._now.model_index().version(version_id)
+
+    def select_models(self, filters: ModelFilters) -> list[SimModel]:
+        """The models `/models` lists for `filters`, in order, over all pages."""
+        return self._now.model_index().select(filters)
+
+    def expected_models(
+        self,
+        endpoint: str,
+        ident: int | None = None,
+        params: Mapping[str, str] | None = None,
+        width: int | None = None,
+        original: bool = False,
+    ) -> dict[int | str, str]:
+        """key -> sha256 of every image a complete mirror of a model endpoint must hold.
+
+        `endpoint` is "models" (the list, all pages, with `params`), "model" or "model-version"
+        (with `ident`; KeyError if unknown). The key is the image id where the answer has it
+        (the list) or the URL's file name is `{id}.ext`, else the uuid. `width`/`original` as in
+        `expected`; gone images are left out (see `expected_models_gone`).
+        """
+        if width is not None and original:
+            raise ValueError("ask for a width or the original, not both")
+        out: dict[int | str, str] = {}
+        for key, image in self._now.model_index().shown(endpoint, ident, params):
+            record = image.record
+            if record.gone or key in out:
+                continue
+            if width is None and not original:
+                own = parse_options(image.path.split("/")[-2])
+                data, _ = self._body(record, own.width, own.original, False, cached=False)
+            else:
+                data, _ = self._body(record, width, original, False, cached=False)
+            out[key] = hashlib.sha256(data).hexdigest()
+        return out
+
+    def expected_models_gone(
+        self, endpoint: str, ident: int | None = None, params: Mapping[str, str] | None = None
+    ) -> set[int | str]:
+        """Keys a model endpoint shows whose files are deleted (the CDN answers 404 or 410)."""
+        return {key for key, image in self._now.model_index().shown(endpoint, ident, params) if image.record.gone}
+
+    def uuid_to_id(self, image_uuid: str) -> int:
+        """The id of the visible image with this uuid (KeyError if none): for uuid-keyed model images."""
+        record = self._now.by_uuid.get(image_uuid)
+        if record is None:
+            raise KeyError(image_uuid)
+        return record.item["id"]
+
     def _visible(self, params: Mapping[str, str] | None) -> list[Record]:
         filters = parse_query(params or {}).filters
         return [r for r in self.select(filters).records if not r.hidden]
@@ -166,9 +228,10 @@ class Catalogue:
 class _Snapshot:
     """The catalogue at one moment, with the sorted feeds and filtered selections derived from it."""
 
-    __slots__ = ("records", "by_id", "by_uuid", "items", "newest_ms", "_seed", "_orders", "_selections")
+    __slots__ = ("records", "by_id", "by_uuid", "items", "newest_ms", "_seed", "_world", "_orders", "_selections",
+                 "_models")
 
-    def __init__(self, records: tuple[Record, ...], seed: int) -> None:
+    def __init__(self, records: tuple[Record, ...], seed: int, world: World) -> None:
         self.records = records  # newest first
         self.by_id = {r.item["id"]: r for r in records}
         self.by_uuid = {r.uuid: r for r in records if not r.hidden}
@@ -177,6 +240,14 @@ class _Snapshot:
         self._seed = seed
         self._orders: dict[str, tuple[Record, ...]] = {}
         self._selections: OrderedDict[Filters, Selection] = OrderedDict()
+        self._world = world
+        self._models: ModelIndex | None = None
+
+    def model_index(self) -> ModelIndex:
+        # Two threads may both build it; the results are equal, so the race is harmless.
+        if self._models is None:
+            self._models = ModelIndex(self._world, self.records, self._seed, self.newest_ms)
+        return self._models
 
     def select(self, filters: Filters) -> Selection:
         selections = self._selections

@@ -31,7 +31,17 @@ class Cursors:
         if self._style == "feed":
             record = feed.records[offset]
             return f"feed:{record.created_ms}:{record.item['id']}"
+        return self.encode_offset(offset)
+
+    def encode_offset(self, offset: int) -> str:
+        """Today's `"<offset>|<ms>"` form whatever the style; `/models` pages with it too."""
         return f"{offset}|{self._check_ms(offset)}"
+
+    def decode_offset(self, cursor: str) -> int:
+        offset, sep, ms = cursor.partition("|")
+        if not sep or not offset.isdigit() or ms != str(self._check_ms(int(offset))):
+            raise CursorError(f"invalid cursor {cursor!r}")
+        return int(offset)
 
     def decode(self, cursor: str, feed: Selection) -> int:
         """Offset of the page `cursor` points at; raises CursorError for anything not issued."""
@@ -41,10 +51,7 @@ class Cursors:
             return int(cursor)
         if self._style == "feed":
             return self._decode_feed(cursor, feed)
-        offset, sep, ms = cursor.partition("|")
-        if not sep or not offset.isdigit() or ms != str(self._check_ms(int(offset))):
-            raise CursorError(f"invalid cursor {cursor!r}")
-        return int(offset)
+        return self.decode_offset(cursor)
 
     def _decode_feed(self, cursor: str, feed: Selection) -> int:
         # Keyset style: the cursor names the first item of the next page, so inserts do not shift it.

@@ -16,6 +16,9 @@ HASH1 = "xG1nkqKTMzGDvpLrqFT7WA"
 NEWEST_MS = 1744925337225
 #: A fresh catalogue spans this much time, however many items it holds.
 SPAN_MS = 540 * 86_400_000
+#: Models in the world of a small catalogue; a large one has one per `IMAGES_PER_MODEL` images.
+MIN_MODELS = 12
+IMAGES_PER_MODEL = 25
 
 LEVEL_NAMES = {1: "None", 2: "Soft", 4: "Mature", 8: "X", 16: "X"}
 _LEVELS = (1, 2, 4, 8, 16)
@@ -56,19 +59,30 @@ class World:
     versions: tuple[tuple[int, int, str], ...]  # (modelVersionId, modelId, baseModel)
 
     @staticmethod
-    def build(rng: random.Random) -> World:
+    def build(rng: random.Random, models: int = MIN_MODELS) -> World:
         names: set[str] = set()
         while len(names) < 50:
             name = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
             names.add(name.capitalize() if rng.random() < 0.5 else name + str(rng.randint(1, 99)))
         users = tuple((name, rng.randint(10_000, 3_000_000)) for name in sorted(names))
-        versions = []
-        for _ in range(12):
-            model_id = rng.randint(100_000, 999_999)
+        versions: list[tuple[int, int, str]] = []
+        model_ids: set[int] = set()
+        version_ids: set[int] = set()
+        for _ in range(models):
+            model_id = _fresh(rng, model_ids, 100_000, 999_999)
             base = rng.choice(_BASE_MODELS)
             for _ in range(rng.randint(1, 4)):
-                versions.append((rng.randint(100_000, 1_999_999), model_id, base))
+                versions.append((_fresh(rng, version_ids, 100_000, 1_999_999), model_id, base))
         return World(users, tuple(versions))
+
+
+def _fresh(rng: random.Random, used: set[int], low: int, high: int) -> int:
+    """A draw not seen before: a version id shared by two models would make `/model-versions` ambiguous."""
+    value = rng.randint(low, high)
+    while value in used:
+        value = rng.randint(low, high)
+    used.add(value)
+    return value
 
 
 def iso_ms(ms: int) -> str:

@@ -51,13 +51,13 @@ class Query:
 
 def parse_query(params: Mapping[str, str]) -> Query:
     """Validate `params` the way the API does; raises QueryError with a message fit for a 400 body."""
-    limit = _uint(params, "limit")
+    limit = uint_param(params, "limit")
     if limit is None:
         limit = DEFAULT_LIMIT
     elif limit > MAX_LIMIT:
         raise QueryError(f"limit must be between 0 and {MAX_LIMIT}")
-    sort = _choice(params, "sort", SORTS, "Most Reactions")
-    period = _choice(params, "period", tuple(PERIODS), "AllTime")
+    sort = choice_param(params, "sort", SORTS, "Most Reactions")
+    period = choice_param(params, "period", tuple(PERIODS), "AllTime")
     media_type = params.get("type")
     if media_type is not None and media_type not in TYPES:
         raise QueryError(f"type must be one of {', '.join(TYPES)}")
@@ -67,11 +67,11 @@ def parse_query(params: Mapping[str, str]) -> Query:
         period=period,
         levels=_levels(params),
         username=params["username"].lower() if params.get("username") else None,
-        user_id=_uint(params, "userId"),
-        post_id=_uint(params, "postId"),
-        model_id=_uint(params, "modelId"),
-        model_version_id=_uint(params, "modelVersionId"),
-        image_id=_uint(params, "imageId"),
+        user_id=uint_param(params, "userId"),
+        post_id=uint_param(params, "postId"),
+        model_id=uint_param(params, "modelId"),
+        model_version_id=uint_param(params, "modelVersionId"),
+        image_id=uint_param(params, "imageId"),
         base_models=frozenset(b.strip() for b in base_models.split(",") if b.strip()) if base_models else None,
         media_type=media_type,
     )
@@ -79,7 +79,7 @@ def parse_query(params: Mapping[str, str]) -> Query:
     return Query(filters=filters, limit=limit, with_meta=with_meta, cursor=params.get("cursor"))
 
 
-def _uint(params: Mapping[str, str], name: str) -> int | None:
+def uint_param(params: Mapping[str, str], name: str) -> int | None:
     raw = params.get(name)
     if raw is None:
         return None
@@ -88,7 +88,7 @@ def _uint(params: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
-def _choice(params: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+def choice_param(params: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     raw = params.get(name)
     if raw is None:
         return default
@@ -100,7 +100,7 @@ def _choice(params: Mapping[str, str], name: str, allowed: tuple[str, ...], defa
 
 def _levels(params: Mapping[str, str]) -> int:
     """browsingLevel wins over nsfw; with neither, PG only (the default that surprises users)."""
-    level = _uint(params, "browsingLevel")
+    level = uint_param(params, "browsingLevel")
     if level is not None:
         if not 1 <= level <= ALL_LEVELS:
             raise QueryError(f"browsingLevel must be a bitmask within 1..{ALL_LEVELS}")

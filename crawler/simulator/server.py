@@ -20,6 +20,7 @@ from .faults import FaultPicker
 from .hostile import DOTS_RESOLVED
 from .items import HASH1
 from .log import ENTRY_KEY, LogEntry, RequestLog
+from .models_api import ModelsEndpoint
 
 _CDN_PREFIX = f"/{HASH1}/"
 
@@ -53,6 +54,10 @@ class SimServer:
         cdn = CdnEndpoint(self.catalogue, faults, self.cfg.faults, self._closing)
         app = web.Application(middlewares=[self._middleware()])
         app.router.add_get("/api/v1/images", images.handle)
+        models = ModelsEndpoint(self.catalogue, cursors, faults)
+        app.router.add_get("/api/v1/models", models.list)
+        app.router.add_get("/api/v1/models/{model_id}", models.model)
+        app.router.add_get("/api/v1/model-versions/{version_id}", models.version)
         app.router.add_get("/{hash1}/{uuid}/{params}/{name}", cdn.handle)
         # Where the hostile `traversal-dots` URL leads, unresolved (urllib) and resolved (aiohttp).
         app.router.add_get("/{hash1}/{uuid}/{params}/{rest:.+}", cdn.traversed)
