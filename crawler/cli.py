@@ -48,6 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "nothing, and print what a crawl would fetch and an estimate of its size")
     config_mod.add_arguments(crawl)
 
+    follow = commands.add_parser("follow", help="keep a mirror current: a newest-first pass every --interval, forever",
+                                 description="Run as a service: the first pass is a full crawl (resumable), each later "
+                                 "pass walks the feed newest-first only down to what earlier passes mirrored, then "
+                                 "sleeps --interval. API outages are waited out with backoff; only a signal (exit 130), "
+                                 "a fatal API answer (bad key, region, bad query) or a full disk (exit 1) end it. "
+                                 "Takes every crawl option; the feed is always walked with --sort Newest.")
+    follow.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    follow.add_argument("--config", metavar="FILE", help="TOML file of settings; flags win over it")
+    follow.add_argument("--interval", default="10m", metavar="DURATION", help="time between passes, e.g. 90s, 10m, 2h "
+                        "(default: 10m; +-10%% jitter)")
+    follow.add_argument("--passes", type=int, default=None, metavar="N", help="stop after N passes (default: run forever)")
+    follow.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help="serve Prometheus metrics on "
+                        "http://127.0.0.1:PORT/metrics (0: any free port, printed at start)")
+    follow.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR", help="address for the metrics endpoint "
+                        "(default: 127.0.0.1)")
+    follow.add_argument("--compact-above", default="256MB", metavar="SIZE", help="compact the manifest automatically once "
+                        "it is larger than SIZE and mostly superseded records (default: 256MB)")
+    config_mod.add_arguments(follow)
+
+    compact = commands.add_parser("compact", help="rewrite the manifest as one record per image (keeps the old one as "
+                                  "manifest.jsonl.prev); refuses while a crawl holds the mirror")
+    compact.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+
     show = commands.add_parser("config", help="show the effective settings and where each came from")
     show_commands = show.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     show_commands.required = True
@@ -60,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what a mirror holds and why its last crawl stopped")
     status.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
     status.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    status.add_argument("--max-age", default=None, metavar="DURATION", help="health check: exit 1 unless a crawl or "
+                        "follow pass completed within DURATION (e.g. 30m)")
 
     verify = commands.add_parser("verify", help="re-hash every done file against the manifest (exit 1 on any problem)")
     verify.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
@@ -88,10 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "crawl":
             return _crawl(args)
+        if args.command == "follow":
+            return _follow(args)
+        if args.command == "compact":
+            return _compact(Path(args.out))
         if args.command == "config":
             return _config_show(args)
         if args.command == "status":
-            return _status(Path(args.out), args.json)
+            return _status(Path(args.out), args.json, _duration(args.max_age, "--max-age") if args.max_age else None)
         if args.command == "verify":
             return _verify(Path(args.out))
         if args.command == "export":
@@ -182,7 +211,7 @@ def _require_mirror(root: Path) -> None:
         raise ConfigError(f"{root} has no manifest.jsonl: not a mirror (yet)")
 
 
-def _status(root: Path, as_json: bool) -> int:
+def _status(root: Path, as_json: bool, max_age: float | None = None) -> int:
     _require_mirror(root)
     summary = report.summarise(root)
     if as_json:
@@ -190,6 +219,96 @@ def _status(root: Path, as_json: bool) -> int:
     else:
         for text in report.format_summary(summary):
             print(text)
+    if max_age is not None:
+        age = summary.success_age()
+        if age is None or age > max_age:
+            sys.stderr.write(f"{PROG}: unhealthy: no complete crawl or pass in the last {max_age:g}s\n")
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "kb": 1e3, "mb": 1e6, "gb": 1e9, "b": 1}
+
+
+def _duration(text: str, flag: str) -> float:
+    return _quantity(text, flag, ("", "s", "m", "h", "d"), "a duration such as 90s, 10m, 2h")
+
+
+def _size(text: str, flag: str) -> int:
+    return int(_quantity(text, flag, ("", "b", "kb", "mb", "gb"), "a size such as 500MB"))
+
+
+def _quantity(text: str, flag: str, units: tuple[str, ...], example: str) -> float:
+    raw = text.strip().lower()
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not {example}") from None
+    if unit not in units or value <= 0 or value != value:
+        raise ConfigError(f"{flag}: {text!r} is not {example}")
+    return value * _UNITS[unit]
+
+
+def _follow(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from .follow import FollowSettings
+    cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
+    cfg = config_mod.build(args.out, cli_values, args.config)
+    if cfg.sort not in (None, "Newest"):
+        raise ConfigError("follow walks the feed newest first: drop --sort or give --sort Newest")
+    if args.passes is not None and args.passes < 1:
+        raise ConfigError("--passes must be at least 1")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ConfigError("--metrics-port must be 0..65535")
+    settings = FollowSettings(interval=_duration(args.interval, "--interval"), passes=args.passes,
+                              compact_above=_size(args.compact_above, "--compact-above"))
+    return _run_loop(_follow_async(replace(cfg, sort="Newest"), settings, args.metrics_port, args.metrics_addr))
+
+
+async def _follow_async(cfg: config_mod.CrawlConfig, settings, metrics_port: int | None, metrics_addr: str) -> int:  # type: ignore[no-untyped-def]
+    from .follow import Follower
+    follower = Follower(cfg, settings, sys.stderr)
+    server = None
+    if metrics_port is not None:
+        from . import metrics
+        try:
+            server = metrics.serve(follower, metrics_port, metrics_addr)
+        except OSError as e:
+            raise ConfigError(f"--metrics-port {metrics_port}: cannot listen on {metrics_addr}: {e.strerror}") from None
+        follower.log(f"metrics on http://{metrics_addr}:{server.server_port}/metrics")
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            follower.log("signal received: finishing the pass's in-flight downloads (a second signal exits at once)")
+            follower.request_stop()
+        else:
+            follower.force_exit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await follower.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if server is not None:
+            server.shutdown()
+
+
+def _compact(root: Path) -> int:
+    from .compact import compact
+    from .lock import DirLock
+    _require_mirror(root)
+    with DirLock(root):
+        result = compact(root)
+    print(f"compacted {root / 'manifest.jsonl'}: {result.records_before} -> {result.records_after} records, "
+          f"{result.bytes_before / 1e6:.1f} -> {result.bytes_after / 1e6:.1f} MB (previous kept as manifest.jsonl.prev)")
     return EXIT_OK
 
 

@@ -64,13 +64,15 @@ class Crawl:
 
     def __init__(self, cfg: CrawlConfig, log: TextIO = sys.stderr, seed: int | None = None, *,
                  resume: bool = True, retry_due: Callable[[dict[str, Any]], bool] | None = None,
-                 track_newest: bool = False, **log_context: Any) -> None:
+                 track_newest: bool = False, query: str | None = None, quiet: bool = False,
+                 **log_context: Any) -> None:
         self.cfg = cfg
         self.log_stream = log
         self.logger = Logger(log, cfg.log_format, **log_context)
         self.rng = random.Random(seed)
         self.stats = CrawlStats()
-        self.query = cfg.query_identity()
+        self.query = query or cfg.query_identity()  # follow keeps one identity across passes with moving --since
+        self.quiet = quiet  # follow reports passes itself: no start/stop lines per pass
         self.resume = resume
         self.retry_due = retry_due
         self.track_newest = track_newest
@@ -142,8 +144,9 @@ class Crawl:
         self._writer.append({"kind": "run", "event": "start", "query": self.query, "params": cfg.query_summary(),
                              "settings": config_mod.describe(cfg), "resume": start.to_record() if start else None,
                              "t": time.time()})
-        self.log(f"crawl {redact(cfg.api_base)} query {cfg.query_summary()}: {len(state.done)} done, "
-                 f"{len(state.failed)} to retry" + (f", resuming after checkpoint page {resume.get('page')}" if resume else ""))
+        if not self.quiet:
+            self.log(f"crawl {redact(cfg.api_base)} query {cfg.query_summary()}: {len(state.done)} done, "
+                     f"{len(state.failed)} to retry" + (f", resuming after checkpoint page {resume.get('page')}" if resume else ""))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
         policy = RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=4)) as api_session, \
@@ -334,11 +337,16 @@ class Crawl:
                       cdn_requests=downloader.counters.requests, cdn_retries=downloader.counters.retries,
                       cdn_throttled=downloader.counters.throttled)
         try:
+            if self.track_newest and reason in COMPLETE and self.newest is not None:
+                self._writer.append({"kind": "hwm", "query": self.query, "created_at": self.newest.isoformat(),
+                                     "t": time.time()})
             self._writer.append({"kind": "run", "event": "end", "query": self.query, "reason": reason, "message": message,
                                  "exit_code": code, "params": self.cfg.query_summary(), "counts": counts, "t": time.time()})
             self._writer.flush()
         except DiskFull:
             pass  # the stop reason already says the disk is full; everything earlier was written
+        if self.quiet:
+            return Outcome(reason, message, self.stats, code)
         self.log(line(self.stats, self._queue.qsize(), self._feed.counters.pages))
         self.log(f"stopped: {message}")
         if self.stats.failed:

@@ -11,7 +11,8 @@ import errno
 import hashlib
 import os
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -37,6 +38,7 @@ class Saved:
 
 @dataclass(slots=True)
 class DownloadCounters:
+    statuses: Counter[int] = field(default_factory=Counter)  # answers by HTTP status (0: no answer)
     requests: int = 0
     retries: int = 0
     throttled: int = 0
@@ -88,6 +90,7 @@ class Downloader:
             self.counters.requests += 1
             try:
                 async with self.session.get(url, headers=self.headers, allow_redirects=False) as response:
+                    self.counters.statuses[response.status] += 1
                     if response.status in (301, 302, 303, 307, 308):
                         url = self._redirect_target(url, response)
                         continue
@@ -98,6 +101,7 @@ class Downloader:
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
                 raise Retryable("stalled", f"no byte for {self.session.timeout.sock_read}s") from None
             except aiohttp.ClientError as e:
+                self.counters.statuses[0] += 1
                 raise Retryable("connection", type(e).__name__) from None
         raise Fatal("redirect-loop", f"more than {_MAX_REDIRECTS} redirects")
 

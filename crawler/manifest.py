@@ -75,6 +75,7 @@ class ResumeState:
     gone: set[Key] = field(default_factory=set)
     failed: dict[Key, dict[str, Any]] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
+    high_water: str | None = None  # follow: createdAt of the newest item of the last complete pass
     unverified: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)
     records: int = 0
@@ -94,6 +95,7 @@ class ResumeState:
                 if key is None:  # written by something else; nothing we could skip or retry
                     continue
                 status = record.get("status")
+                # The last record of an image is its state (as status, export and compact read it).
                 if status == "done":
                     done.add(key)
                     failed.pop(key, None)
@@ -102,8 +104,11 @@ class ResumeState:
                 elif status == "gone":
                     gone.add(key)
                     failed.pop(key, None)
-                elif status == "failed" and key not in done and key not in gone:
+                    done.discard(key)
+                elif status == "failed":
                     failed[key] = record
+                    done.discard(key)
+                    gone.discard(key)
             elif kind == "durable" and isinstance(record.get("upto"), int):
                 durable_upto = record["upto"]
                 tail = [(o, r) for o, r in tail if o >= durable_upto]
@@ -111,6 +116,8 @@ class ResumeState:
                 checkpoints = trusted[-1:] + [c for c in checkpoints if c[0] >= durable_upto]
             elif kind == "checkpoint" and record.get("query") == query:
                 checkpoints.append((offset, record))
+            elif kind == "hwm" and record.get("query") == query and isinstance(record.get("created_at"), str):
+                state.high_water = record["created_at"]
         if durable_upto is None:  # written without group commit: every record is taken as it is
             state.checkpoint = checkpoints[-1][1] if checkpoints else None
         else:

@@ -8,7 +8,8 @@ ended) or by raising `FeedStopped` with a reason the user is shown.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -56,6 +57,7 @@ class FeedStopped(Exception):
 
 @dataclass(slots=True)
 class FeedCounters:
+    statuses: Counter[int] = field(default_factory=Counter)  # answers by HTTP status (0: no answer)
     requests: int = 0
     retries: int = 0
     throttled: int = 0
@@ -132,6 +134,7 @@ class Feed:
             async with self.session.get(self.url, params=query, headers=self.headers, allow_redirects=False) as response:
                 self.counters.last_url = urls.redact(str(response.url))
                 status = response.status
+                self.counters.statuses[status] += 1
                 if status in (301, 302, 303, 307, 308):
                     target = urls.host_of(response.headers.get("Location", "")) or "?"
                     raise Fatal("api-redirect", f"the API answered with a redirect (HTTP {status}) to host {target}; "
@@ -151,6 +154,7 @@ class Feed:
         except TimeoutError:
             raise Retryable("stalled", "API did not answer in time") from None
         except aiohttp.ClientError as e:
+            self.counters.statuses[0] += 1
             raise Retryable("connection", type(e).__name__) from None
         if len(raw) > _MAX_PAGE_BYTES:
             raise Fatal("page-too-large", f"a page over {_MAX_PAGE_BYTES} bytes")

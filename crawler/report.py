@@ -24,7 +24,7 @@ class Summary:
     failed_examples: list[dict[str, Any]] = field(default_factory=list)
     last_checkpoint: dict[str, Any] | None = None
     last_run: dict[str, Any] | None = None
-    running_since: float | None = None
+    last_success: float | None = None  # when the last run (or follow pass) that completed its feed ended
     bad_lines: list[int] = field(default_factory=list)
     records: int = 0
 
@@ -32,7 +32,11 @@ class Summary:
         return {"done": self.done, "failed": self.failed, "gone": self.gone, "bytes": self.bytes,
                 "failed_by_reason": dict(self.failed_by_reason), "failed_examples": self.failed_examples,
                 "last_checkpoint": self.last_checkpoint, "last_run": self.last_run,
-                "bad_lines": self.bad_lines[:100], "records": self.records}
+                "last_success": self.last_success, "bad_lines": self.bad_lines[:100], "records": self.records}
+
+    def success_age(self) -> float | None:
+        import time
+        return None if self.last_success is None else time.time() - self.last_success
 
 
 def effective_images(root: Path, bad_lines: list[int] | None = None) -> dict[Key, dict[str, Any]]:
@@ -69,6 +73,8 @@ def summarise(root: Path, examples: int = 20) -> Summary:
         elif kind == "run":
             if record.get("event") == "end":
                 summary.last_run = {k: record.get(k) for k in ("query", "reason", "message", "exit_code", "params", "counts", "t")}
+                if record.get("reason") in ("feed-ended", "max-images", "max-pages", "since-reached"):
+                    summary.last_success = record.get("t") if isinstance(record.get("t"), (int, float)) else None
     for status, size, reason in latest.values():
         if status == "done":
             summary.done += 1
