@@ -112,6 +112,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", str, "text", "log lines as readable text or as JSON objects (one per line)", choices=("text", "json")),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
+_SHARED_PARAMS = frozenset({"username", "sort", "period", "nsfw"})  # both /images and /models take these
+_MODEL_PARAMS = frozenset({"query", "tag", "types"}) | _SHARED_PARAMS  # all that /models takes
 _BOOL_FLAGS = {"with_meta": ("--with-meta", "--no-meta")}
 # Names by which the API knows our query options.
 _API_NAMES = {"browsing_level": "browsingLevel", "user_id": "userId", "post_id": "postId", "model_id": "modelId",
@@ -169,10 +171,14 @@ class CrawlConfig:
     api_key: str | None = field(default=None, repr=False)  # never printed, never written
 
     def api_params(self) -> list[tuple[str, str]]:
-        """The `/images` query (without cursor), in a stable order."""
+        """The query of the endpoint read (without cursor), in a stable order."""
+        if self.source == "models" and (self.model_id or self.model_version_id):
+            return []  # one model or one version: the id is in the path
         params: list[tuple[str, str]] = [("limit", str(self.limit))]
+        models = self.source == "models"
         for o in OPTIONS:
-            if not o.query:
+            wanted = o.name in _MODEL_PARAMS if models else (o.name not in _MODEL_PARAMS or o.name in _SHARED_PARAMS)
+            if not o.query or not wanted:
                 continue
             value = getattr(self, o.name)
             name = _API_NAMES.get(o.name, o.name)
@@ -191,6 +197,7 @@ class CrawlConfig:
         """A short fingerprint of what is asked (not how), so checkpoints resume only the same query."""
         parts = sorted((k, v) for k, v in self.api_params() if k != "limit")
         parts.append(("api_base", self.api_base.rstrip("/")))
+        parts.append(("endpoint", self.endpoint().path))
         parts.extend((o.name, repr(getattr(self, o.name))) for o in OPTIONS
                      if o.identity and getattr(self, o.name) not in (None, (), False, o.default))
         return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:16]
@@ -200,6 +207,16 @@ class CrawlConfig:
         summary.update((o.name, getattr(self, o.name)) for o in OPTIONS
                        if o.identity and getattr(self, o.name) not in (None, (), False, o.default))
         return summary
+
+    def endpoint(self):  # type: ignore[no-untyped-def]
+        from .pages import IMAGES, Endpoint
+        if self.source == "images":
+            return IMAGES
+        if self.model_version_id:
+            return Endpoint(f"/model-versions/{self.model_version_id}", "version")
+        if self.model_id:
+            return Endpoint(f"/models/{self.model_id}", "model")
+        return Endpoint("/models", "models")
 
     @property
     def allowed_hosts(self) -> frozenset[str]:
@@ -361,6 +378,9 @@ def _check_whole(cfg: CrawlConfig) -> None:
             raise ConfigError(f"--sort {cfg.sort!r} is not a models sort; one of: Highest Rated, Most Downloaded, Newest")
         if cfg.limit > 100:
             raise ConfigError("--limit for --source models is at most 100")
+        if cfg.browsing_level is not None or cfg.type or cfg.base_model or cfg.user_id or cfg.post_id:
+            raise ConfigError("--browsing-level, --type, --base-model, --user-id and --post-id filter the /images feed; "
+                              "for model images use --nsfw true (every level), --query, --tag, --types, --username")
 
 
 def describe(cfg: CrawlConfig) -> dict[str, Any]:

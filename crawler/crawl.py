@@ -121,7 +121,7 @@ class Crawl:
         return self._queue.qsize()
 
     async def run(self) -> Outcome:
-        async with Mirror(self.cfg.out, self.query, self.log) as mirror:
+        async with Mirror(self.cfg.out, self.query, self.log, models=self.cfg.source == "models") as mirror:
             return await self.run_in(mirror)
 
     async def run_in(self, mirror: Mirror) -> Outcome:
@@ -153,7 +153,7 @@ class Crawl:
                 aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
                                       connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300)) as cdn_session:
             self._feed = Feed(api_session, cfg.api_base, cfg.api_params(), HostGate(cfg.api_rps), policy, self.rng,
-                              cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages)
+                              cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages, cfg.endpoint())
             downloader = self._downloader = Downloader(cdn_session, HostGate(cfg.cdn_rps), policy, cfg.out,
                                                        cfg.allowed_hosts, cfg.max_bytes, config_mod.USER_AGENT, self.rng)
             downloader.clear_partials()
@@ -169,7 +169,8 @@ class Crawl:
         return outcome
 
     async def _pipeline(self, state: ResumeState, start: Position | None, downloader: Downloader) -> None:
-        selector = Selector(self.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest)
+        selector = Selector(self.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest,
+                            state.refs, state.by_uuid)
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._work(downloader)) for _ in range(self.cfg.concurrency)]
             producer = group.create_task(self._produce(state, start, selector))
@@ -237,11 +238,13 @@ class Crawl:
             for record in list(state.failed.values()):
                 if self.retry_due is not None and not self.retry_due(record):
                     continue
-                job = selector.job(record.get("item"), None)
+                source = record.get("source") if isinstance(record.get("source"), str) else None
+                job = selector.job(record.get("item"), None, source)
                 if job is not None and selector.claim(job):
                     self.stats.retried_failures += 1
                     await self._queue.put(job)
             async for batch in plan(self._feed, selector, start):
+                self._record_refs(selector)
                 # Opened before its jobs are queued, so a fast worker can never settle an unknown page.
                 self._ledger.open_page(batch.page.number, len(batch.jobs), batch.following)
                 for job in batch.jobs:
@@ -262,6 +265,13 @@ class Crawl:
             return
         for _ in range(self.cfg.concurrency):
             await self._queue.put(None)
+
+    def _record_refs(self, selector: Selector) -> None:
+        """An image already mirrored (or queued) reached again from another model version: note the source."""
+        assert self._writer is not None
+        for job in selector.new_refs:
+            self._writer.append({"kind": "ref", "id": job.id, "uuid": job.uuid, "source": job.source, "t": time.time()})
+        selector.new_refs.clear()
 
     def _invalid(self, why: str) -> None:
         if self._invalid_logged < 5:
@@ -292,7 +302,9 @@ class Crawl:
     async def _download(self, downloader: Downloader, job: Job) -> None:
         assert self._writer is not None and self._state is not None
         state = self._state
-        base = {"kind": "image", "id": job.id, "uuid": job.uuid, "url": job.url}
+        base: dict[str, Any] = {"kind": "image", "id": job.id, "uuid": job.uuid, "url": job.url}
+        if job.source is not None:
+            base["source"] = job.source
         try:
             saved = await downloader.fetch(job.key, job.url)
         except Gone as e:

@@ -27,8 +27,11 @@ class ExportError(RuntimeError):
     """One readable line: what cannot be exported and why."""
 
 
-def done_records(root: Path) -> Iterator[dict[str, Any]]:
-    """Every image whose latest record (as of now) is `done`, in manifest order."""
+def done_records(root: Path, sources: dict[Key, set[str]] | None = None) -> Iterator[dict[str, Any]]:
+    """Every image whose latest record (as of now) is `done`, in manifest order.
+
+    `sources`, when given, is filled with every model version that referenced each model image.
+    """
     path = root / MANIFEST_NAME
     try:
         limit = path.stat().st_size  # a crawl may append while we read: export what was complete now
@@ -36,9 +39,14 @@ def done_records(root: Path) -> Iterator[dict[str, Any]]:
         raise ExportError(f"{root} has no {MANIFEST_NAME}: not a mirror (yet)") from None
     latest: dict[Key, int] = {}
     for offset, record in _records_before(path, limit):
-        if record["kind"] == "image":
+        kind = record["kind"]
+        if kind == "image" or kind == "ref":
             key = key_of(record)
-            if key is not None:
+            if key is None:
+                continue
+            if sources is not None and isinstance(record.get("source"), str):
+                sources.setdefault(key, set()).add(record["source"])
+            if kind == "image":
                 latest[key] = offset if record.get("status") == "done" else -1
     for offset, record in _records_before(path, limit):
         if record["kind"] == "image" and record.get("status") == "done":
@@ -63,7 +71,15 @@ def _height(item: dict[str, Any], width: int | None) -> int | None:
     return round(full_h * width / full_w)
 
 
-def row(record: dict[str, Any]) -> dict[str, Any]:
+def _model_ids(label: Any) -> tuple[int | None, int | None]:
+    """"model:M/version:V" -> (M, V)."""
+    if not isinstance(label, str) or not label.startswith("model:"):
+        return None, None
+    model, _, version = label[len("model:"):].partition("/version:")
+    return (int(model) if model.isdigit() else None), (int(version) if version.isdigit() else None)
+
+
+def row(record: dict[str, Any], sources: set[str] | None = None) -> dict[str, Any]:
     """The flat, typed view of one done image that every format shares."""
     item = record.get("item") if isinstance(record.get("item"), dict) else {}
     stats = item.get("stats") if isinstance(item.get("stats"), dict) else {}
@@ -89,8 +105,9 @@ def row(record: dict[str, Any]) -> dict[str, Any]:
         "post_id": N.integer(item, "postId"),
         "base_model": N.text(item, "baseModel"),
         "model_version_ids": N.int_list(item, "modelVersionIds"),
-        "model_id": N.integer(record, "model_id"),
-        "model_version_id": N.integer(record, "model_version_id"),
+        "model_id": _model_ids(record.get("source"))[0],
+        "model_version_id": _model_ids(record.get("source"))[1],
+        "sources": sorted((sources or set()) | {record["source"] if isinstance(record.get("source"), str) else "images"}),
         "reactions": N.reactions(item),
         "like_count": N._int(stats.get("likeCount")),
         "heart_count": N._int(stats.get("heartCount")),
@@ -155,7 +172,7 @@ def _parquet_schema():  # type: ignore[no-untyped-def]
         ("id", i64), ("key", s), ("path", s), ("sha256", s), ("bytes", i64), ("content_type", s), ("width", i32),
         ("height", i32), ("type", s), ("nsfw_level", s), ("nsfw_level_raw", s), ("created_at", s), ("username", s),
         ("post_id", i64), ("base_model", s), ("model_version_ids", pa.list_(i64)), ("model_id", i64),
-        ("model_version_id", i64), ("reactions", i64), ("like_count", i64), ("heart_count", i64), ("laugh_count", i64),
+        ("model_version_id", i64), ("sources", pa.list_(s)), ("reactions", i64), ("like_count", i64), ("heart_count", i64), ("laugh_count", i64),
         ("cry_count", i64), ("comment_count", i64), ("prompt", s), ("negative_prompt", s), ("seed", i64), ("steps", i32),
         ("sampler", s), ("cfg_scale", f64), ("clip_skip", i32), ("url", s), ("meta_json", s),
     ])
@@ -309,7 +326,8 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field
         raise ExportError(f"--to {to} exists and is not a directory")
     if fmt == "captions" and caption_field not in _parquet_schema().names:
         raise ExportError(f"--caption-field {caption_field!r} is not an exported field; e.g. prompt, negative_prompt, username")
-    records = done_records(root)
+    sources: dict[Key, set[str]] = {}
+    records = done_records(root, sources)
     sink: Sink
     if fmt == "webdataset":
         sink = WebDatasetSink(to, shard_size)
@@ -327,7 +345,7 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field
             if fmt in ("webdataset", "captions") and not (root / rel).is_file():
                 missing += 1  # removed since it was recorded; `verify` names such files
                 continue
-            sink.write(root, record, row(record))
+            sink.write(root, record, row(record, sources.get(key_of(record))))  # type: ignore[arg-type]
             rows += 1
     except BaseException:
         sink.abort()

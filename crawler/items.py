@@ -22,6 +22,7 @@ class Job:
     width: int | None  # the width the file should have, when known
     item: dict[str, Any]
     page: int | None  # the feed page it came from; None for a retry of an earlier failure
+    source: str | None = None  # model images: "model:M/version:V"; None for the /images feed
 
 
 class InvalidItem(ValueError):
@@ -32,7 +33,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def make_job(item: Any, width: int | None, original: bool, page: int | None) -> Job:
+def make_job(item: Any, width: int | None, original: bool, page: int | None, source: str | None = None) -> Job:
     if not isinstance(item, dict):
         raise InvalidItem("item is not an object")
     url = item.get("url")
@@ -53,7 +54,8 @@ def make_job(item: Any, width: int | None, original: bool, page: int | None) -> 
         target = urls.rewrite_size(url, width=width, original=original)
     except urls.BadImageUrl:
         target = url  # cannot resize an unknown URL form; fetch it as given rather than drop it
-    return Job(key=key, id=ident, uuid=uuid, url=target, width=_expected_width(item, url, width, original), item=item, page=page)
+    return Job(key=key, id=ident, uuid=uuid, url=target, width=_expected_width(item, url, width, original), item=item,
+               page=page, source=source)
 
 
 def _expected_width(item: dict[str, Any], url: str, width: int | None, original: bool) -> int | None:

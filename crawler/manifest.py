@@ -76,13 +76,19 @@ class ResumeState:
     failed: dict[Key, dict[str, Any]] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
     high_water: str | None = None  # follow: createdAt of the newest item of the last complete pass
+    refs: set[tuple[Key, str]] | None = None  # model crawls: known (image, model version) pairs
+    by_uuid: dict[str, int] | None = None  # model crawls: uuid -> id of every image recorded with both
     unverified: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)
     records: int = 0
 
     @classmethod
-    def load(cls, path: Path, query: str) -> "ResumeState":
+    def load(cls, path: Path, query: str, models: bool = False) -> "ResumeState":
+        """`models`: also index sources and uuids (model images may come without an id)."""
         state = cls()
+        refs: set[tuple[Key, str]] | None = set() if models else None
+        by_uuid: dict[str, int] | None = {} if models else None
+        state.refs, state.by_uuid = refs, by_uuid
         done, gone, failed = state.done, state.gone, state.failed
         durable_upto: int | None = None
         tail: list[tuple[int, dict[str, Any]]] = []  # done records past the latest durable marker
@@ -94,6 +100,11 @@ class ResumeState:
                 key = key_of(record)
                 if key is None:  # written by something else; nothing we could skip or retry
                     continue
+                if refs is not None:
+                    if isinstance(record.get("source"), str):
+                        refs.add((key, record["source"]))
+                    if isinstance(key, int) and isinstance(record.get("uuid"), str):
+                        by_uuid[record["uuid"]] = key  # type: ignore[index]
                 status = record.get("status")
                 # The last record of an image is its state (as status, export and compact read it).
                 if status == "done":
@@ -116,6 +127,10 @@ class ResumeState:
                 checkpoints = trusted[-1:] + [c for c in checkpoints if c[0] >= durable_upto]
             elif kind == "checkpoint" and record.get("query") == query:
                 checkpoints.append((offset, record))
+            elif kind == "ref" and refs is not None:
+                key = key_of(record)
+                if key is not None and isinstance(record.get("source"), str):
+                    refs.add((key, record["source"]))
             elif kind == "hwm" and record.get("query") == query and isinstance(record.get("created_at"), str):
                 state.high_water = record["created_at"]
         if durable_upto is None:  # written without group commit: every record is taken as it is

@@ -30,9 +30,10 @@ def prepare_root(root: Path) -> None:
 
 
 class Mirror:
-    def __init__(self, root: Path, query: str, log: Callable[[str], None]) -> None:
+    def __init__(self, root: Path, query: str, log: Callable[[str], None], models: bool = False) -> None:
         self.root = root
         self.query = query
+        self.models = models
         self.log = log
         self.manifest = root / MANIFEST_NAME
         self.lock = DirLock(root)
@@ -53,7 +54,7 @@ class Mirror:
         self.lock.release()
 
     def reload(self) -> None:
-        state = ResumeState.load(self.manifest, self.query)
+        state = ResumeState.load(self.manifest, self.query, self.models)
         if state.bad_lines:
             shown = ", ".join(map(str, state.bad_lines[:5])) + (" ..." if len(state.bad_lines) > 5 else "")
             self.log(f"warning: {len(state.bad_lines)} unreadable line(s) in {MANIFEST_NAME} ignored (line {shown}); "

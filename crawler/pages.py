@@ -1,8 +1,9 @@
-"""The producer's source: `/api/v1/images` pages, followed by cursor until the feed says it has ended.
+"""The producer's source: API pages of images, followed by cursor until the feed says it has ended.
 
-Yields each page with the position of the page after it (an opaque cursor, or the query of `nextPage`
-when the cursor is null: civitai/civitai#981). Knows nothing about files. Ends by returning (the feed
-ended) or by raising `FeedStopped` with a reason the user is shown.
+`/api/v1/images` and `/api/v1/models` page by cursor (or by the query of `nextPage` when the cursor is
+null: civitai/civitai#981); `/models/{id}` and `/model-versions/{id}` are one answer. Model answers
+are flattened into their images, each labelled with the model version it came from. Knows nothing
+about files. Ends by returning (the feed ended) or by raising `FeedStopped` with a reason.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import aiohttp
 import orjson
@@ -45,6 +46,50 @@ class Page:
     number: int  # 1-based, within this run
     items: list[Any]
     next: Position | None  # None: this was the last page
+    sources: list[str] | None = None  # per item, for model images: "model:M/version:V"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Which API path a feed reads, and the shape of its answers."""
+
+    path: str  # e.g. "/images", "/models", "/models/123", "/model-versions/456"
+    shape: str = "images"  # "images" | "models" (a list of models) | "model" | "version" (one object)
+
+    @property
+    def paged(self) -> bool:
+        return self.shape in ("images", "models")
+
+
+IMAGES = Endpoint("/images")
+
+
+def source_label(model_id: Any, version_id: Any) -> str:
+    return f"model:{model_id}/version:{version_id}"
+
+
+def _model_images(model: Any) -> Iterator[tuple[Any, str]]:
+    if not isinstance(model, dict) or not isinstance(model.get("modelVersions"), list):
+        return
+    for version in model["modelVersions"]:
+        if isinstance(version, dict) and isinstance(version.get("images"), list):
+            label = source_label(model.get("id"), version.get("id"))
+            for image in version["images"]:
+                yield image, label
+
+
+def _flatten(shape: str, body: dict[str, Any]) -> tuple[list[Any], list[str] | None]:
+    if shape == "images":
+        return body["items"], None
+    if shape == "models":
+        pairs = [pair for model in body["items"] for pair in _model_images(model)]
+    elif shape == "model":
+        pairs = list(_model_images(body))
+    else:
+        images = body.get("images") if isinstance(body.get("images"), list) else []
+        label = source_label(body.get("modelId"), body.get("id"))
+        pairs = [(image, label) for image in images]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 class FeedStopped(Exception):
@@ -69,7 +114,7 @@ _EXPLAIN = {
     400: "the API rejected the query (HTTP 400)",
     401: "the API refused the key (HTTP 401): check CIVITAI_API_KEY, or unset it to crawl anonymously",
     403: "the API forbids this request (HTTP 403): the key may lack access, or the query needs a key (set CIVITAI_API_KEY)",
-    404: "the API has no such endpoint (HTTP 404): check --api-base",
+    404: "the API has no such endpoint or object (HTTP 404): check --api-base, --model-id, --model-version-id",
     451: "the API is not available in this region (HTTP 451, unavailable for legal reasons)",
 }
 
@@ -77,9 +122,10 @@ _EXPLAIN = {
 class Feed:
     def __init__(self, session: aiohttp.ClientSession, api_base: str, params: list[tuple[str, str]],
                  gate: HostGate, policy: RetryPolicy, rng: random.Random, api_key: str | None,
-                 user_agent: str, max_empty_pages: int) -> None:
+                 user_agent: str, max_empty_pages: int, endpoint: Endpoint = IMAGES) -> None:
         self.session = session
-        self.url = api_base.rstrip("/") + "/images"
+        self.endpoint = endpoint
+        self.url = api_base.rstrip("/") + endpoint.path
         self.params = params
         self.gate = gate
         self.policy = policy
@@ -98,10 +144,11 @@ class Feed:
         while True:
             body = await attempts(lambda: self._get(self._query(position)), self.policy, self.rng,
                                   pause_host=self.gate.pause, on_retry=self._count_retry)
-            items, following = self._parse(body)
+            items, following = self._parse(body) if self.endpoint.paged else ([], None)
+            images, sources = _flatten(self.endpoint.shape, body)
             number += 1
             self.counters.pages += 1
-            yield Page(number=number, items=items, next=following)
+            yield Page(number=number, items=images, next=following, sources=sources)
             if following is None:
                 return
             if following in seen:
@@ -162,7 +209,9 @@ class Feed:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise Retryable("bad-json", f"a page that is not JSON ({len(raw)} bytes)") from None
-        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        if not isinstance(body, dict):
+            raise Retryable("bad-page", "an answer that is not a JSON object")
+        if self.endpoint.paged and not isinstance(body.get("items"), list):
             raise Retryable("bad-page", "a page without an items list")
         return body
 

@@ -5,7 +5,7 @@ Shared by the crawl's producer and by `--dry-run`, so a dry run counts exactly w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable
 
@@ -21,7 +21,8 @@ from .progress import CrawlStats
 
 class Selector:
     def __init__(self, cfg: CrawlConfig, done: set[Key], gone: set[Key], stats: CrawlStats,
-                 on_invalid: Callable[[str], None], track_newest: bool = False) -> None:
+                 on_invalid: Callable[[str], None], track_newest: bool = False,
+                 refs: set[tuple[Key, str]] | None = None, by_uuid: dict[str, int] | None = None) -> None:
         self.cfg = cfg
         self.filter = ItemFilter.from_config(cfg)
         # Shared with the crawl, which adds each outcome: no copy of a done-set of millions per run.
@@ -32,39 +33,55 @@ class Selector:
         self.on_invalid = on_invalid
         self.track_newest = track_newest
         self.newest: datetime | None = None  # the newest createdAt listed: follow's high-water mark
+        # Model images only: which (image, model version) pairs are known, and uuid -> id, so an image
+        # listed without an id (model detail answers) is still recognised as one seen with its id.
+        self.refs = refs if refs is not None else set()
+        self.by_uuid = by_uuid
+        self.new_refs: list[Job] = []  # skipped images whose source is new: the crawl records the reference
 
-    def job(self, item: Any, page: int | None) -> Job | None:
+    def job(self, item: Any, page: int | None, source: str | None = None) -> Job | None:
         try:
-            return make_job(item, self.cfg.width, self.cfg.original, page)
+            return make_job(item, self.cfg.width, self.cfg.original, page, source)
         except InvalidItem as e:
             self.stats.invalid += 1
             self.on_invalid(str(e))
             return None
 
-    def select(self, items: list[Any], page: int) -> list[Job]:
+    def select(self, items: list[Any], page: int, sources: list[str] | None = None) -> list[Job]:
         stats = self.stats
         active = self.filter.active
         jobs: list[Job] = []
-        for item in items:
-            job = self.job(item, page)
+        for n, item in enumerate(items):
+            job = self.job(item, page, sources[n] if sources else None)
             if job is None:
                 continue
+            if self.by_uuid is not None and job.uuid is not None:
+                known = self.by_uuid.get(job.uuid)
+                if job.id is None and known is not None:
+                    job = replace(job, key=known, id=known)
+                elif job.id is not None:
+                    self.by_uuid[job.uuid] = job.id
             if self.track_newest:
                 when = created_at(job.item)
                 if when is not None and (self.newest is None or when > self.newest):
                     self.newest = when
             key = job.key
-            if key in self.queued:
-                stats.duplicates += 1
-                continue
-            if key in self.done or key in self.gone:
-                stats.skipped_done += 1
+            if key in self.queued or key in self.done or key in self.gone:
+                if key in self.queued:
+                    stats.duplicates += 1
+                else:
+                    stats.skipped_done += 1
+                if job.source is not None and (key, job.source) not in self.refs:
+                    self.refs.add((key, job.source))
+                    self.new_refs.append(job)
                 continue
             why = self.filter.reason(job.item) if active else None
             if why is not None:
                 stats.filtered[why] += 1
                 continue
             self.queued.add(key)
+            if job.source is not None:
+                self.refs.add((key, job.source))
             jobs.append(job)
         return jobs
 
@@ -95,7 +112,7 @@ async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncI
     cfg = selector.cfg
     queued = 0
     async for page in feed.pages(start):
-        jobs = selector.select(page.items, page.number)
+        jobs = selector.select(page.items, page.number, page.sources)
         stop: tuple[str, str] | None = None
         following: Position | None | object = page.next
         quota_left = None if cfg.max_images is None else cfg.max_images - queued
