@@ -4,8 +4,11 @@
     async with gate: ...           # waits for a pause to end and for rate capacity
     gate.pause(30)                 # a 429 said Retry-After: 30 -> every caller waits
 
-The sharp edge, as in aiolimiter: the bucket holds `burst` requests, so in any one second up to
-`rate + burst` may start; `burst` is kept at ~5 % of the rate (at least 1) to keep that small.
+The sharp edge of a leaky bucket (aiolimiter's): it admits `burst` requests at once on top of its
+rate, so a plain `AsyncLimiter(rate, 1)` can start about 2x `rate` in one second. Here the bucket
+leaks at `rate / 1.02` and holds `burst` = 1.5 % of the rate (at least 1): `burst + rate/1.02` stays
+within `rate` in any one-second window, while the small bucket absorbs timer jitter so at least
+~97 % of the rate is reached.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ class HostGate:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        burst = max(1.0, rate / 20)
-        self._limiter = AsyncLimiter(burst, burst / rate)
+        burst = max(1.0, float(int(rate * 0.015)))
+        self._limiter = AsyncLimiter(burst, burst * 1.02 / rate)
         self._resume_at = 0.0
         self.pauses = 0
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import orjson
 
 MANIFEST_NAME = "manifest.jsonl"
-Key = int | str  # the image id, or its uuid when the API gave no id
+from .keys import Key, KeySet
 
 
 class DiskFull(OSError):
@@ -38,14 +38,16 @@ def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = 
         yield record
 
 
-def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(byte offset of the line, record) for every well-formed record."""
+def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None,
+                    start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset of the line, record) for every well-formed record from byte `start` (a line start)."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return
-    offset = 0
+    offset = start
     with f:
+        f.seek(start)
         for number, line in enumerate(f, 1):
             at = offset
             offset += len(line)
@@ -66,13 +68,15 @@ def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None
 class ResumeState:
     """What a new run needs from the log: keys already settled, failures to retry, where to resume.
 
+    Built by folding every record in order (`feed`), for all queries at once, so the fold can be
+    saved (`snapshot.py`) and continued from where it stopped; `for_query` then picks one query's view.
     With group commit on, records past the last `durable` marker are not yet known to survive a power
     loss: their done records are listed in `unverified` (for the crawl to re-check the files), and a
     checkpoint past the marker is not trusted (the pages before it are walked again; done ids are skipped).
     """
 
-    done: set[Key] = field(default_factory=set)
-    gone: set[Key] = field(default_factory=set)
+    done: KeySet = field(default_factory=KeySet)
+    gone: KeySet = field(default_factory=KeySet)
     failed: dict[Key, dict[str, Any]] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
     high_water: str | None = None  # follow: createdAt of the newest item of the last complete pass
@@ -81,65 +85,90 @@ class ResumeState:
     unverified: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)
     records: int = 0
+    # The fold's own state (all queries), kept so that it can be continued after a snapshot.
+    durable_upto: int | None = None
+    tail: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # done records past the last marker
+    checkpoints: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    high_waters: dict[str, str] = field(default_factory=dict)
+    covered: int = 0  # manifest bytes this fold has read (set by a snapshot)
+    lines: int = 0  # and their lines, so bad-line numbers stay true past a snapshot
 
     @classmethod
-    def load(cls, path: Path, query: str, models: bool = False) -> "ResumeState":
-        """`models`: also index sources and uuids (model images may come without an id)."""
-        state = cls()
-        refs: set[tuple[Key, str]] | None = set() if models else None
-        by_uuid: dict[str, int] | None = {} if models else None
-        state.refs, state.by_uuid = refs, by_uuid
-        done, gone, failed = state.done, state.gone, state.failed
-        durable_upto: int | None = None
-        tail: list[tuple[int, dict[str, Any]]] = []  # done records past the latest durable marker
-        checkpoints: list[tuple[int, dict[str, Any]]] = []  # ours, newest last, pruned at each marker
-        for offset, record in iter_records_at(path, lambda n, _raw: state.bad_lines.append(n)):
-            state.records += 1
-            kind = record["kind"]
-            if kind == "image":
-                key = key_of(record)
-                if key is None:  # written by something else; nothing we could skip or retry
-                    continue
-                if refs is not None:
-                    if isinstance(record.get("source"), str):
-                        refs.add((key, record["source"]))
-                    if isinstance(key, int) and isinstance(record.get("uuid"), str):
-                        by_uuid[record["uuid"]] = key  # type: ignore[index]
-                status = record.get("status")
-                # The last record of an image is its state (as status, export and compact read it).
-                if status == "done":
-                    done.add(key)
-                    failed.pop(key, None)
-                    gone.discard(key)
-                    tail.append((offset, record))
-                elif status == "gone":
-                    gone.add(key)
-                    failed.pop(key, None)
-                    done.discard(key)
-                elif status == "failed":
-                    failed[key] = record
-                    done.discard(key)
-                    gone.discard(key)
-            elif kind == "durable" and isinstance(record.get("upto"), int):
-                durable_upto = record["upto"]
-                tail = [(o, r) for o, r in tail if o >= durable_upto]
-                trusted = [c for c in checkpoints if c[0] < durable_upto]
-                checkpoints = trusted[-1:] + [c for c in checkpoints if c[0] >= durable_upto]
-            elif kind == "checkpoint" and record.get("query") == query:
-                checkpoints.append((offset, record))
-            elif kind == "ref" and refs is not None:
-                key = key_of(record)
-                if key is not None and isinstance(record.get("source"), str):
-                    refs.add((key, record["source"]))
-            elif kind == "hwm" and record.get("query") == query and isinstance(record.get("created_at"), str):
-                state.high_water = record["created_at"]
-        if durable_upto is None:  # written without group commit: every record is taken as it is
-            state.checkpoint = checkpoints[-1][1] if checkpoints else None
+    def load(cls, path: Path, query: str, models: bool = False, snapshots: bool = True) -> "ResumeState":
+        """`models`: also index sources and uuids (model images may come without an id).
+
+        With `snapshots`, a saved fold covering the start of the log is reused and only what was
+        appended since is read; a fold that read much is saved for the next start.
+        """
+        from . import snapshot
+        state = snapshot.load(path, models) if snapshots else None
+        if state is None:
+            state = cls(refs=set() if models else None, by_uuid={} if models else None)
+        fresh = 0
+        first = state.lines
+        for offset, record in iter_records_at(path, lambda n, _raw: state.bad_lines.append(first + n),
+                                              start=state.covered):
+            state.feed(offset, record)
+            fresh += 1
+        if snapshots and fresh >= snapshot.WORTH_SAVING:
+            snapshot.save(path, state)
+        return state.for_query(query)
+
+    def feed(self, offset: int, record: dict[str, Any]) -> None:
+        self.records += 1
+        kind = record["kind"]
+        if kind == "image":
+            key = key_of(record)
+            if key is None:  # written by something else; nothing we could skip or retry
+                return
+            if self.refs is not None:
+                if isinstance(record.get("source"), str):
+                    self.refs.add((key, record["source"]))
+                if isinstance(key, int) and isinstance(record.get("uuid"), str):
+                    self.by_uuid[record["uuid"]] = key  # type: ignore[index]
+            status = record.get("status")
+            # The last record of an image is its state (as status, export and compact read it).
+            if status == "done":
+                self.done.add(key)
+                self.failed.pop(key, None)
+                self.gone.discard(key)
+                self.tail.append((offset, record))
+            elif status == "gone":
+                self.gone.add(key)
+                self.failed.pop(key, None)
+                self.done.discard(key)
+            elif status == "failed":
+                self.failed[key] = record
+                self.done.discard(key)
+                self.gone.discard(key)
+        elif kind == "durable" and isinstance(record.get("upto"), int):
+            upto = self.durable_upto = record["upto"]
+            self.tail = [(o, r) for o, r in self.tail if o >= upto]
+            for query, entries in self.checkpoints.items():
+                trusted = [c for c in entries if c[0] < upto]
+                self.checkpoints[query] = trusted[-1:] + [c for c in entries if c[0] >= upto]
+        elif kind == "checkpoint" and isinstance(record.get("query"), str):
+            entries = self.checkpoints.setdefault(record["query"], [])
+            entries.append((offset, record))
+            if self.durable_upto is None:
+                del entries[:-1]  # without group commit every record is taken as it is: keep the last
+        elif kind == "ref" and self.refs is not None:
+            key = key_of(record)
+            if key is not None and isinstance(record.get("source"), str):
+                self.refs.add((key, record["source"]))
+        elif kind == "hwm" and isinstance(record.get("query"), str) and isinstance(record.get("created_at"), str):
+            self.high_waters[record["query"]] = record["created_at"]
+
+    def for_query(self, query: str) -> "ResumeState":
+        entries = self.checkpoints.get(query, [])
+        if self.durable_upto is None:
+            self.checkpoint = entries[-1][1] if entries else None
         else:
-            state.unverified = [r for _o, r in tail]
-            trusted = [c for c in checkpoints if c[0] < durable_upto]
-            state.checkpoint = trusted[-1][1] if trusted else None
-        return state
+            self.unverified = [r for _o, r in self.tail]
+            trusted = [c for c in entries if c[0] < self.durable_upto]
+            self.checkpoint = trusted[-1][1] if trusted else None
+        self.high_water = self.high_waters.get(query)
+        return self
 
     def forget(self, record: dict[str, Any]) -> None:
         """A done record whose file did not survive: the image is to be fetched again."""

@@ -13,6 +13,7 @@ from .config import CrawlConfig
 from .filters import ItemFilter
 from .checkpoints import PARTIAL
 from .items import InvalidItem, Job, make_job
+from .keys import KeySet
 from .manifest import Key
 from .normalise import created_at
 from .pages import Feed, Page, Position
@@ -28,7 +29,7 @@ class Selector:
         # Shared with the crawl, which adds each outcome: no copy of a done-set of millions per run.
         self.done = done
         self.gone = gone
-        self.queued: set[Key] = set()  # this run's keys, settled or not
+        self.queued = KeySet()  # this run's keys, settled or not (a first crawl may queue millions)
         self.stats = stats
         self.on_invalid = on_invalid
         self.track_newest = track_newest

@@ -52,3 +52,65 @@ def test_resume_state_last_record_wins_and_checkpoint_is_per_query(tmp_path):
     w.append({"kind": "checkpoint", "query": "q", "page": 2, "cursor": None, "end": True})
     w.close()
     assert ResumeState.load(path, "q").resume_position() is None  # a finished feed restarts from the top
+
+
+def _write_log(path, rng, n, start=0):
+    w = ManifestWriter(path)
+    for i in range(start, start + n):
+        key = rng.randrange(5000) if rng.random() < 0.9 else f"{rng.randrange(16**8):08x}-0000-4000-8000-000000000000"
+        w.append({"kind": "image", "id": key if isinstance(key, int) else None,
+                  "uuid": key if isinstance(key, str) else None,
+                  "status": rng.choice(["done", "done", "failed", "gone"]), "item": {"n": i}})
+        if i % 97 == 0:
+            w.append({"kind": "checkpoint", "query": rng.choice(["q", "r"]), "page": i, "cursor": str(i), "end": False})
+        if i % 333 == 0:
+            w.append({"kind": "durable", "upto": w.offset})
+        if i % 1000 == 0:
+            w.append({"kind": "hwm", "query": "q", "created_at": f"2025-01-{1 + i % 28:02d}T00:00:00Z"})
+    w.close()
+
+
+def _view(state):
+    return (state.done, state.gone, {k: r["item"] for k, r in state.failed.items()}, state.checkpoint,
+            state.high_water, [r["item"] for r in state.unverified], state.bad_lines)
+
+
+def test_snapshot_then_tail_equals_reading_the_whole_log(tmp_path, monkeypatch):
+    import random
+    from crawler import snapshot
+    monkeypatch.setattr(snapshot, "WORTH_SAVING", 100)
+    path = tmp_path / "manifest.jsonl"
+    rng = random.Random(5)
+    _write_log(path, rng, 3000)
+    with open(path, "ab") as f:
+        f.write(b"garbage line\n")
+    first = ResumeState.load(path, "q")
+    assert (tmp_path / snapshot.NAME).exists()
+    _write_log(path, rng, 2000, start=3000)
+    with open(path, "ab") as f:
+        f.write(b"more garbage\n")
+    from_snapshot = ResumeState.load(path, "q")
+    full = ResumeState.load(path, "q", snapshots=False)
+    assert _view(from_snapshot) == _view(full) and len(full.done) > 1000
+    assert from_snapshot.bad_lines == full.bad_lines and len(full.bad_lines) == 2
+    assert ResumeState.load(path, "r").checkpoint == ResumeState.load(path, "r", snapshots=False).checkpoint
+    assert _view(first) != _view(full)
+
+
+def test_a_stale_snapshot_is_ignored(tmp_path, monkeypatch):
+    import random
+    from crawler import snapshot
+    monkeypatch.setattr(snapshot, "WORTH_SAVING", 10)
+    path = tmp_path / "manifest.jsonl"
+    _write_log(path, random.Random(6), 500)
+    ResumeState.load(path, "q")
+    # The log is replaced by another one (as compaction does): same size is not enough to fool it.
+    data = path.read_bytes()
+    path.unlink()
+    _write_log(path, random.Random(7), 500)
+    assert _view(ResumeState.load(path, "q")) == _view(ResumeState.load(path, "q", snapshots=False))
+    # Rewritten in place with other content (same inode).
+    with open(path, "r+b") as f:
+        f.write(data[: len(data) // 2])
+        f.truncate()
+    assert _view(ResumeState.load(path, "q")) == _view(ResumeState.load(path, "q", snapshots=False))
