@@ -14,14 +14,13 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import aiohttp
 
 from . import config as config_mod
 from .checkpoints import PageLedger
-from .config import ConfigError, CrawlConfig
+from .config import CrawlConfig
 from .download import Downloader
 from .durability import GroupCommit
 from .items import Job

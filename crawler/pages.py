@@ -142,7 +142,8 @@ class Feed:
         empty_run = 0
         number = 0
         while True:
-            body = await attempts(lambda: self._get(self._query(position)), self.policy, self.rng,
+            query = self._query(position)
+            body = await attempts(lambda: self._get(query), self.policy, self.rng,
                                   pause_host=self.gate.pause, on_retry=self._count_retry)
             items, following = self._parse(body) if self.endpoint.paged else ([], None)
             images, sources = _flatten(self.endpoint.shape, body)

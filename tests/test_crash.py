@@ -9,17 +9,15 @@ import random
 import subprocess
 import sys
 import time
-import uuid as uuidlib
 from pathlib import Path
 
 import pytest
 
-from crawler import report
 from crawler.crawl import EXIT_FAILED, EXIT_OK
 from crawler.manifest import MANIFEST_NAME
 from crawler.simulator import FaultConfig, SimConfig, SimThread
 
-from conftest import assert_complete, cli, crawl_config, done_records, flags_list, records, run_crawl
+from conftest import assert_complete, cli, crawl_config, done_records, flags_list, run_crawl
 
 ALL = {"browsingLevel": "31"}
 LOW_FAULTS = FaultConfig(api_503=0.03, api_500=0.02, api_malformed=0.02, api_reset=0.02, cdn_500=0.02,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta
 
 import pytest
 
@@ -30,6 +29,7 @@ def test_dry_run_fetches_nothing_writes_nothing_and_predicts_the_crawl(tmp_path)
         assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
         assert (out / "manifest.jsonl").read_bytes() == manifest
         real = cli("crawl", "--out", str(out), *flags_list(sim.api_base, browsing_level=31, min_width=600))
+        assert real.returncode == 0, real.stderr
         fresh = cli("crawl", "--dry-run", "--out", str(tmp_path / "never"), *flags_list(sim.api_base, browsing_level=31))
     assert dry.returncode == 0, dry.stderr
     assert cdn_during_dry == 0 and api_during_dry > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
 import gc
@@ -15,7 +14,6 @@ import time
 import tracemalloc
 import urllib.request
 
-import pytest
 
 from crawler import compact as compact_mod
 from crawler.follow import FollowSettings, Follower

@@ -10,7 +10,7 @@ import pytest
 from crawler.simulator import SimConfig, SimThread
 from crawler.simulator.hostile import HOSTILE, HUGE_BYTES
 
-from conftest import assert_complete, cli, effective, flags_list, records, run_crawl
+from conftest import assert_complete, cli, effective, flags_list, run_crawl
 
 ALL = {"browsingLevel": "31"}
 KEY = "hostile-test-key-0xC0FFEE"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import assert_complete, cli, done_records, effective, run_crawl
+from conftest import assert_complete, cli, done_records, run_crawl
 
 ALL = {"browsingLevel": "31"}
 

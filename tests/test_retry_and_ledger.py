@@ -1,6 +1,5 @@
 """Backoff schedule, Retry-After parsing, the retry loop and checkpoint bookkeeping: no network."""
 
-import asyncio
 import email.utils
 import random
 import time
