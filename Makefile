@@ -22,5 +22,15 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow'
 
+# Throughput, latency hiding, CPU, rate accuracy, memory and resume start-up against the simulator
+# (127.0.0.1 only); prints a table and writes bench/results.json. ~10 min; QUICK=1 or bench-quick: ~3 min.
+# Installs aria2c with apt-get when it is missing (the ceiling's reference; skipped if that fails).
+bench: $(STAMP)
+	$(PY) bench/bench.py $(if $(QUICK),--quick)
+
+.PHONY: bench-quick
+bench-quick: $(STAMP)
+	$(PY) bench/bench.py --quick
+
 clean:
 	rm -rf $(VENV) mirror-demo .pytest_cache

@@ -9,6 +9,7 @@ about files. Ends by returning (the feed ended) or by raising `FeedStopped` with
 from __future__ import annotations
 
 import random
+from functools import partial
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
@@ -142,8 +143,7 @@ class Feed:
         empty_run = 0
         number = 0
         while True:
-            query = self._query(position)
-            body = await attempts(lambda: self._get(query), self.policy, self.rng,
+            body = await attempts(partial(self._get, self._query(position)), self.policy, self.rng,
                                   pause_host=self.gate.pause, on_retry=self._count_retry)
             items, following = self._parse(body) if self.endpoint.paged else ([], None)
             images, sources = _flatten(self.endpoint.shape, body)
