@@ -125,7 +125,8 @@ class Crawl:
 
     async def run_in(self, mirror: Mirror) -> Outcome:
         self._state = mirror.state
-        self._writer = ManifestWriter(mirror.manifest)
+        # Every record written is folded into the mirror's state: done-set, failures, checkpoints alike.
+        self._writer = ManifestWriter(mirror.manifest, on_append=mirror.state.feed)
         self._commits = GroupCommit(self._writer, fsync=self.cfg.fsync)
         try:
             return await self._run(mirror.state)
@@ -306,29 +307,23 @@ class Crawl:
             base["source"] = job.source
         try:
             saved = await downloader.fetch(job.key, job.url)
+        # Each append is folded into the mirror's state (done-set, failures) by the writer.
         except Gone as e:
             self.stats.gone += 1
-            record = {**base, "status": "gone", "error": e.reason, "t": time.time()}
-            self._writer.append(record)
-            state.gone.add(job.key)
-            state.failed.pop(job.key, None)
+            self._writer.append({**base, "status": "gone", "error": e.reason, "t": time.time()})
         except RequestFailed as e:
             self.stats.failed += 1
             self.stats.failures[e.reason] += 1
             earlier = state.failed.get(job.key)
             attempts = (earlier.get("attempts") or 1) + 1 if earlier else 1
-            record = {**base, "status": "failed", "reason": e.reason, "error": str(e), "attempts": attempts,
-                      "item": job.item, "t": time.time()}
-            self._writer.append(record)
-            state.failed[job.key] = record
+            self._writer.append({**base, "status": "failed", "reason": e.reason, "error": str(e), "attempts": attempts,
+                                 "item": job.item, "t": time.time()})
         else:
             self.stats.done += 1
             self.stats.bytes += saved.bytes
             self._writer.append({**base, "status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
                                  "width": job.width, "content_type": saved.content_type, "item": job.item, "t": time.time()})
             self._commits.add(self.cfg.out / saved.path)  # type: ignore[union-attr]
-            state.done.add(job.key)
-            state.failed.pop(job.key, None)
         self._ledger.settle(job.page)
 
     # -- the end -------------------------------------------------------------------------------

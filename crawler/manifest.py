@@ -39,8 +39,11 @@ def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = 
 
 
 def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None,
-                    start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(byte offset of the line, record) for every well-formed record from byte `start` (a line start)."""
+                    start: int = 0, progress: list[int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset of the line, record) for every well-formed record from byte `start` (a line start).
+
+    `progress`, if given, is kept at [bytes read up to, lines read] as the file is read.
+    """
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -51,6 +54,8 @@ def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None
         for number, line in enumerate(f, 1):
             at = offset
             offset += len(line)
+            if progress is not None:
+                progress[0], progress[1] = offset, number
             if not line.strip():
                 continue
             try:
@@ -106,10 +111,12 @@ class ResumeState:
             state = cls(refs=set() if models else None, by_uuid={} if models else None)
         fresh = 0
         first = state.lines
+        progress = [state.covered, 0]
         for offset, record in iter_records_at(path, lambda n, _raw: state.bad_lines.append(first + n),
-                                              start=state.covered):
+                                              start=state.covered, progress=progress):
             state.feed(offset, record)
             fresh += 1
+        state.covered, state.lines = progress[0], first + progress[1]
         if snapshots and fresh >= snapshot.WORTH_SAVING:
             snapshot.save(path, state)
         return state.for_query(query)
@@ -191,10 +198,14 @@ class ManifestWriter:
     replaying or generating large logs where that guarantee does not matter.
     """
 
-    __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds", "offset", "durable_offset")
+    __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds", "offset", "durable_offset",
+                 "on_append")
 
-    def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25) -> None:
+    def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25,
+                 on_append: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+        """`on_append(offset, record)` sees every record as written: the crawl keeps its fold current with it."""
         self.path = path
+        self.on_append = on_append
         self.flush_bytes = flush_bytes
         self.flush_seconds = flush_seconds
         self._buffer = bytearray()
@@ -211,6 +222,8 @@ class ManifestWriter:
                     self._buffer += b"\n"
 
     def append(self, record: dict[str, Any]) -> None:
+        if self.on_append is not None:
+            self.on_append(self.offset + len(self._buffer), record)
         self._buffer += orjson.dumps(record)
         self._buffer += b"\n"
         if len(self._buffer) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_seconds:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from . import snapshot
 from .config import ConfigError
 from .lock import DirLock
 from .manifest import MANIFEST_NAME, ResumeState
@@ -51,7 +52,14 @@ class Mirror:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.lock.release()
+        try:
+            # The state is the fold of the whole log (every append was fed to it): save it so the next
+            # start reads nothing but what is appended after this point.
+            snapshot.save(self.manifest, self.state)
+        except OSError as e:
+            self.log(f"warning: could not save the resume snapshot ({e.strerror or e}); the next start reads the whole log")
+        finally:
+            self.lock.release()
 
     def reload(self) -> None:
         state = ResumeState.load(self.manifest, self.query, self.models)

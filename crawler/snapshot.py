@@ -33,10 +33,11 @@ def _tail_hash(path: Path, covered: int) -> str:
         return hashlib.sha256(f.read(min(covered, _PROBE))).hexdigest()
 
 
-def _lines(path: Path, covered: int) -> int:
+def _lines(path: Path, start: int, covered: int) -> int:
     count = 0
     with open(path, "rb") as f:
-        left = covered
+        f.seek(start)
+        left = covered - start
         while left > 0:
             chunk = f.read(min(left, 1 << 22))
             if not chunk:
@@ -47,9 +48,12 @@ def _lines(path: Path, covered: int) -> int:
 
 
 def save(manifest: Path, state: "ResumeState") -> None:
+    """`state` must be the fold of the whole file as it is now (loaded, then fed every append since)."""
     st = os.stat(manifest)
     covered = st.st_size
-    header = {"version": VERSION, "covered": covered, "lines": _lines(manifest, covered), "ino": st.st_ino,
+    # Only the bytes appended since the state was loaded are counted; the rest is known.
+    lines = state.lines + _lines(manifest, min(state.covered, covered), covered)
+    header = {"version": VERSION, "covered": covered, "lines": lines, "ino": st.st_ino,
               "dev": st.st_dev, "tail": _tail_hash(manifest, covered)}
     meta = {
         "done_strs": sorted(state.done.strs), "gone_strs": sorted(state.gone.strs),
@@ -66,6 +70,7 @@ def save(manifest: Path, state: "ResumeState") -> None:
             f.write(struct.pack("<Q", len(section)))
             f.write(section)
     os.replace(part, target)
+    state.covered, state.lines = covered, lines
 
 
 def load(manifest: Path, models: bool) -> "ResumeState | None":
