@@ -91,6 +91,10 @@ class Crawl:
 
     def request_stop(self, reason: str = "interrupted", message: str = "interrupted by a signal; rerun the same command to resume") -> None:
         """First signal: stop taking work, let in-flight downloads finish (up to the grace period)."""
+        if self._reason is not None and self._reason[0] in COMPLETE:
+            # The feed had ended (or a limit was reached) but queued images were still being fetched:
+            # the crawl did not complete, and this is why.
+            self._reason = None
         self._finish(reason, message)
         self._stop.set()
 
@@ -297,6 +301,10 @@ class Crawl:
                 await self._download(downloader, job)
             except DiskFull as e:
                 self.request_stop("disk-full", f"disk full: {e.strerror}; free space and rerun to resume")
+                return
+            except OSError as e:  # the mirror's disk refuses writes (permissions, I/O error): no point going on
+                self.request_stop("disk-error", f"cannot write into {self.cfg.out}: {e.strerror or e}; "
+                                  "fix the disk and rerun to resume")
                 return
 
     async def _download(self, downloader: Downloader, job: Job) -> None:

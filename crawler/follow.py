@@ -135,7 +135,7 @@ class Follower:
                 if outcome.reason == "interrupted":
                     self.log(f"pass {self.passes} interrupted: exiting (the next start resumes)")
                     return EXIT_INTERRUPTED
-                if outcome.reason in ("disk-full", "api-refused"):
+                if outcome.reason in ("disk-full", "disk-error", "api-refused"):
                     self.log(f"stopping: {outcome.message}")
                     return EXIT_FAILED
                 if outcome.reason in COMPLETE:

@@ -112,3 +112,13 @@ def test_unwritable_out_is_one_line(tmp_path):
     ro.chmod(0o500)
     result = cli("crawl", "--out", str(ro), "--api-base", "http://127.0.0.1:9/api/v1")
     assert result.returncode == 2 and "not writable" in result.stderr
+
+
+async def test_an_images_folder_that_refuses_writes_stops_the_crawl_with_one_reason(sim_factory, tmp_path):
+    out = tmp_path / "m"
+    (out / ".partial").mkdir(parents=True)
+    (out / "images").write_text("not a folder")  # every rename into images/... fails with ENOTDIR
+    async with sim_factory(images=50, seed=73) as sim:
+        outcome = await run_crawl(out, sim.api_base, browsing_level=31)
+    assert outcome.reason == "disk-error" and "cannot write into" in outcome.message
+    assert outcome.exit_code == 1
