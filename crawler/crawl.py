@@ -19,6 +19,7 @@ from typing import Any, Callable, TextIO
 import aiohttp
 
 from . import config as config_mod
+from . import snapshot
 from .checkpoints import PageLedger
 from .config import CrawlConfig
 from .download import Downloader
@@ -36,6 +37,7 @@ from .urls import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Reasons after which everything asked for was attempted.
+SNAPSHOT_EVERY = 250_000  # records between resume snapshots during a run
 COMPLETE = ("feed-ended", "max-images", "max-pages", "since-reached")
 
 
@@ -165,6 +167,8 @@ class Crawl:
                 await self._pipeline(state, start, downloader)
             except DiskFull as e:  # raised by a manifest write outside the workers
                 self._finish("disk-full", f"disk full: {e.strerror}")
+            finally:
+                downloader.close()
         outcome = self._conclude(downloader)
         try:
             await self._commits.commit()  # everything recorded, the run's end included, made durable
@@ -208,14 +212,23 @@ class Crawl:
             task.cancel()
 
     async def _flush_periodically(self) -> None:
-        assert self._writer is not None
+        assert self._writer is not None and self._state is not None
+        writer, state = self._writer, self._state
+        saved_at = 0  # records appended when the last resume snapshot was taken
         while True:
-            await asyncio.sleep(self._writer.flush_seconds)
+            await asyncio.sleep(writer.flush_seconds)
             try:
-                self._writer.flush()
+                writer.flush()
             except DiskFull as e:
                 self.request_stop("disk-full", f"disk full: {e.strerror}")
                 return
+            if writer.appended - saved_at >= SNAPSHOT_EVERY:
+                # A restart after kill -9 then reads at most this many records instead of the whole log.
+                try:
+                    snapshot.save(writer.path, state, (writer.offset - state.covered, writer.appended - saved_at))
+                except OSError:
+                    pass  # only a cache: the next start reads more of the log
+                saved_at = writer.appended
 
     def _progress_fields(self) -> dict[str, Any]:
         if not self.logger.json:

@@ -1,7 +1,10 @@
-"""Fetch one image URL into the mirror: stream to a private `.part` file, check it, rename it into place.
+"""Fetch one image URL into the mirror: stream to a nameless file, check it, then give it its final name.
 
 Knows nothing of CivitAI's API or the manifest. A file appears at its final path only complete and
-checked (status, media type, Content-Length, size cap), so kill -9 can never leave half an image there.
+checked (status, media type, Content-Length, size cap), so kill -9 can never leave half an image
+there. The file is created with O_TMPFILE in its final folder and linked into place when complete
+(nothing to clean up after a crash, no rename); where the filesystem has no O_TMPFILE, a named
+`.partial/{key}.part` is renamed instead.
 """
 
 from __future__ import annotations
@@ -60,7 +63,10 @@ class Downloader:
         self.rng = rng
         self.counters = DownloadCounters()
         self._partial = root / PARTIAL_DIR
-        self._made_dirs: set[Path] = set()
+        self._root = str(root)
+        self._made_dirs: set[str] = set()
+        self._tmpfile = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+        self._dir_fd = -1
 
     def clear_partials(self) -> int:
         """Remove leftovers of killed runs; only the lock holder calls this, so none is in use."""
@@ -129,14 +135,21 @@ class Downloader:
         raise Fatal(f"http-{status}")
 
     async def _save(self, key: Key, response: aiohttp.ClientResponse) -> Saved:
-        final_rel = layout.relative_path(key, response.content_type)
-        part = self._partial / f"{key}{layout.PART_SUFFIX}"
+        content_type = layout.media_type(response.content_type)
+        folder = layout.shard_dir(key)
+        final_rel = f"{folder}/{layout.file_name(key, content_type)}"
+        target_dir = f"{self._root}/{folder}"
+        final = f"{self._root}/{final_rel}"
         digest = hashlib.sha256()
         total = 0
         fd = -1
-        renamed = False
+        part: str | None = None  # a named .part file, only where anonymous files are not supported
+        placed = False
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if target_dir not in self._made_dirs:
+                os.makedirs(target_dir, exist_ok=True)
+                self._made_dirs.add(target_dir)
+            fd, part = self._open_unnamed(target_dir, key)
             async for chunk in response.content.iter_chunked(_CHUNK):
                 total += len(chunk)
                 if total > self.max_bytes:
@@ -149,14 +162,8 @@ class Downloader:
             expected = response.content_length
             if expected is not None and total != expected:
                 raise Retryable("truncated", f"{total} of {expected} bytes")
-            os.close(fd)
-            fd = -1
-            final = self.root / final_rel
-            if final.parent not in self._made_dirs:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                self._made_dirs.add(final.parent)
-            os.replace(part, final)
-            renamed = True
+            self._place(fd, part, final)
+            placed = True
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(e.errno, f"no space left on the disk of {self.root}") from None
@@ -164,11 +171,52 @@ class Downloader:
         finally:
             if fd >= 0:
                 os.close(fd)
-            if not renamed:
+            if part is not None and not placed:
                 try:
                     os.unlink(part)
                 except FileNotFoundError:
                     pass
         self.counters.bytes += total
-        return Saved(path=final_rel.as_posix(), sha256=digest.hexdigest(), bytes=total,
-                     content_type=layout.media_type(response.content_type))
+        return Saved(path=final_rel, sha256=digest.hexdigest(), bytes=total, content_type=content_type)
+
+    def _open_unnamed(self, folder: str, key: Key) -> tuple[int, str | None]:
+        """An anonymous file in `folder` (O_TMPFILE): it has no name until it is complete, so a crash
+        leaves nothing behind and no rename is needed. Else a named file in .partial/."""
+        if self._tmpfile:
+            try:
+                return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644), None
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                    raise
+                self._tmpfile = False  # this filesystem has none: use named .part files from now on
+        part = f"{self._root}/{PARTIAL_DIR}/{key}{layout.PART_SUFFIX}"
+        return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), part
+
+    def _place(self, fd: int, part: str | None, final: str) -> None:
+        """Give the complete file its final name in one step."""
+        if part is not None:
+            os.replace(part, final)
+            return
+        source = f"/proc/self/fd/{fd}"
+        # Passing a dir fd makes os.link call linkat(..., AT_SYMLINK_FOLLOW), which names the open
+        # anonymous file; plain link() would try to link the /proc symlink itself.
+        if self._dir_fd < 0:
+            self._dir_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                os.link(source, final, src_dir_fd=self._dir_fd, follow_symlinks=True)
+            except FileExistsError:
+                # A leftover of a download that was never recorded (the key is not done, or we would
+                # not be fetching it): it is replaced, never a recorded file.
+                os.unlink(final)
+                os.link(source, final, src_dir_fd=self._dir_fd, follow_symlinks=True)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOENT, errno.EOPNOTSUPP, errno.EACCES):
+                raise
+            self._tmpfile = False  # no way to name an anonymous file here: named .part files from now on
+            raise Retryable("link-unsupported", f"cannot link an O_TMPFILE file ({e.strerror})") from None
+
+    def close(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1

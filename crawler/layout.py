@@ -8,8 +8,6 @@ cannot place a file outside `DIR/images`.
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
-
 from .manifest import Key
 
 IMAGES_DIR = "images"
@@ -41,21 +39,21 @@ def extension_for(content_type: str | None) -> str:
     return subtype or "bin"
 
 
-def shard_dir(key: Key) -> PurePosixPath:
+def shard_dir(key: Key) -> str:
+    """`images/012/345` for id 12345678; plain strings, as this runs once per image."""
     if isinstance(key, int):
         if key < 0:
             raise ValueError(f"negative image id {key}")
-        return PurePosixPath(IMAGES_DIR, f"{key // 1_000_000:03d}", f"{key // 1_000 % 1_000:03d}")
+        return f"{IMAGES_DIR}/{key // 1_000_000:03d}/{key // 1_000 % 1_000:03d}"
     if not _UUID_KEY.match(key):
         raise ValueError(f"not a uuid key: {key!r}")
-    return PurePosixPath(IMAGES_DIR, "u", key[:2], key[2:4])
+    return f"{IMAGES_DIR}/u/{key[:2]}/{key[2:4]}"
 
 
-def relative_path(key: Key, content_type: str | None) -> PurePosixPath:
+def file_name(key: Key, content_type: str | None) -> str:
+    return f"{key}.{extension_for(content_type)}"
+
+
+def relative_path(key: Key, content_type: str | None) -> str:
     """The final path, relative to the mirror root, as recorded in the manifest."""
-    return shard_dir(key) / f"{key}.{extension_for(content_type)}"
-
-
-def part_path(key: Key) -> PurePosixPath:
-    """Where a download in progress is written; its content type (so extension) is not known yet."""
-    return shard_dir(key) / f"{key}{PART_SUFFIX}"
+    return f"{shard_dir(key)}/{file_name(key, content_type)}"

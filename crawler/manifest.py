@@ -139,7 +139,10 @@ class ResumeState:
                 self.done.add(key)
                 self.failed.pop(key, None)
                 self.gone.discard(key)
-                self.tail.append((offset, record))
+                # Only what a re-check needs: holding whole records (with their items) until the next
+                # commit churned the allocator enough to grow RSS with every image.
+                self.tail.append((offset, {"id": record.get("id"), "uuid": record.get("uuid"),
+                                           "path": record.get("path"), "sha256": record.get("sha256")}))
             elif status == "gone":
                 self.gone.add(key)
                 self.failed.pop(key, None)
@@ -199,13 +202,14 @@ class ManifestWriter:
     """
 
     __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds", "offset", "durable_offset",
-                 "on_append")
+                 "on_append", "appended")
 
     def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25,
                  on_append: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         """`on_append(offset, record)` sees every record as written: the crawl keeps its fold current with it."""
         self.path = path
         self.on_append = on_append
+        self.appended = 0  # records (so lines) appended by this writer
         self.flush_bytes = flush_bytes
         self.flush_seconds = flush_seconds
         self._buffer = bytearray()
@@ -224,6 +228,7 @@ class ManifestWriter:
     def append(self, record: dict[str, Any]) -> None:
         if self.on_append is not None:
             self.on_append(self.offset + len(self._buffer), record)
+        self.appended += 1
         self._buffer += orjson.dumps(record)
         self._buffer += b"\n"
         if len(self._buffer) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_seconds:

@@ -47,12 +47,20 @@ def _lines(path: Path, start: int, covered: int) -> int:
     return count
 
 
-def save(manifest: Path, state: "ResumeState") -> None:
-    """`state` must be the fold of the whole file as it is now (loaded, then fed every append since)."""
+def save(manifest: Path, state: "ResumeState", appended: tuple[int, int] | None = None) -> None:
+    """`state` must be the fold of the whole file as it is now (loaded, then fed every append since).
+
+    `appended` = (bytes, lines) written since the state's `covered` point, when the writer knows them;
+    else the lines since then are counted from the file.
+    """
     st = os.stat(manifest)
-    covered = st.st_size
-    # Only the bytes appended since the state was loaded are counted; the rest is known.
-    lines = state.lines + _lines(manifest, min(state.covered, covered), covered)
+    if appended is not None:
+        covered, lines = state.covered + appended[0], state.lines + appended[1]
+    else:
+        covered = st.st_size
+        lines = state.lines + _lines(manifest, min(state.covered, covered), covered)
+    if covered > st.st_size:
+        return  # not all of it reached the file (a failed write): no snapshot rather than a wrong one
     header = {"version": VERSION, "covered": covered, "lines": lines, "ino": st.st_ino,
               "dev": st.st_dev, "tail": _tail_hash(manifest, covered)}
     meta = {

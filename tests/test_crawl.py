@@ -254,3 +254,14 @@ async def test_api_key_goes_only_to_the_api_and_is_never_written(sim_factory, tm
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
     assert key not in "".join(log.lines)
+
+
+async def test_named_part_files_where_the_filesystem_has_no_o_tmpfile(sim_factory, tmp_path, monkeypatch):
+    import os
+    monkeypatch.delattr(os, "O_TMPFILE")  # as on a filesystem or platform without anonymous files
+    async with sim_factory(images=200, seed=21) as sim:
+        outcome = await run_crawl(tmp_path, sim.api_base, browsing_level=31)
+        expected = sim.catalogue.expected(ALL)
+    assert outcome.exit_code == EXIT_OK
+    assert_complete(tmp_path, expected)
+    assert not list((tmp_path / ".partial").iterdir())

@@ -88,7 +88,7 @@ async def test_hostile_items_are_refused_failed_or_mirrored_and_never_escape(sim
     for path in out.rglob("*"):
         if path.is_file():
             rel = path.relative_to(out)
-            assert rel.parts[0] in ("images", ".lock", "manifest.jsonl"), rel
+            assert rel.parts[0] in ("images", ".lock", "manifest.jsonl", ".resume-snapshot"), rel
             if rel.parts[0] == "images":
                 assert rel.stem.isdigit(), rel
     assert (out / "images").is_dir() and not any(p.is_file() for p in (tmp_path).iterdir())

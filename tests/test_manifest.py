@@ -72,7 +72,7 @@ def _write_log(path, rng, n, start=0):
 
 def _view(state):
     return (state.done, state.gone, {k: r["item"] for k, r in state.failed.items()}, state.checkpoint,
-            state.high_water, [r["item"] for r in state.unverified], state.bad_lines)
+            state.high_water, [(r["id"], r["uuid"]) for r in state.unverified], state.bad_lines)
 
 
 def test_snapshot_then_tail_equals_reading_the_whole_log(tmp_path, monkeypatch):
