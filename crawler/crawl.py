@@ -87,6 +87,7 @@ class Crawl:
         self._feed: Feed | None = None
         self._downloader: Downloader | None = None
         self._state: ResumeState | None = None
+        self._root = str(cfg.out)
         self._invalid_logged = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -344,7 +345,7 @@ class Crawl:
             self.stats.bytes += saved.bytes
             self._writer.append({**base, "status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
                                  "width": job.width, "content_type": saved.content_type, "item": job.item, "t": time.time()})
-            self._commits.add(self.cfg.out / saved.path)  # type: ignore[union-attr]
+            self._commits.add(f"{self._root}/{saved.path}")  # type: ignore[union-attr]
         self._ledger.settle(job.page)
 
     # -- the end -------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 
 from .manifest import ManifestWriter
 
@@ -29,12 +28,12 @@ class GroupCommit:
         self.fsync = fsync
         self.interval = interval
         self.max_pending = max_pending
-        self._pending: list[Path] = []
+        self._pending: list[str] = []
         self._full = asyncio.Event()
         self.commits = 0
         self.files_synced = 0
 
-    def add(self, path: Path) -> None:
+    def add(self, path: str) -> None:
         self._pending.append(path)
         if len(self._pending) >= self.max_pending:
             self._full.set()
@@ -69,7 +68,7 @@ class GroupCommit:
         self.writer.append({"kind": "durable", "upto": upto, "files": len(batch), "fsync": self.fsync, "t": time.time()})
 
 
-def _sync(files: list[Path], writer: ManifestWriter) -> None:
+def _sync(files: list[str], writer: ManifestWriter) -> None:
     folders = set()
     for path in files:
         try:
@@ -80,7 +79,7 @@ def _sync(files: list[Path], writer: ManifestWriter) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        folders.add(path.parent)
+        folders.add(os.path.dirname(path))
     for folder in folders:  # the renames themselves
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
