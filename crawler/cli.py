@@ -11,7 +11,8 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import orjson
 
@@ -174,26 +175,33 @@ def _config_show(args: argparse.Namespace) -> int:
 
 async def _crawl_async(cfg: config_mod.CrawlConfig) -> int:
     crawl = Crawl(cfg)
+    with _signals(crawl.log, crawl.request_stop, crawl.force_exit):
+        outcome = await crawl.run()
+    return outcome.exit_code
+
+
+@contextmanager
+def _signals(log: Callable[[str], None], request_stop: Callable[[], None], force_exit: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM: the first asks for a graceful stop, a second exits at once."""
     loop = asyncio.get_running_loop()
-    signals = 0
+    count = 0
 
     def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            crawl.log("signal received: finishing in-flight downloads (a second signal exits at once)")
-            crawl.request_stop()
+        nonlocal count
+        count += 1
+        if count == 1:
+            log("signal received: finishing in-flight downloads (a second signal exits at once)")
+            request_stop()
         else:
-            crawl.force_exit()
+            force_exit()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        outcome = await crawl.run()
+        yield
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return outcome.exit_code
 
 
 def _run_loop(coro) -> int:  # type: ignore[no-untyped-def]
@@ -278,25 +286,10 @@ async def _follow_async(cfg: config_mod.CrawlConfig, settings, metrics_port: int
         except OSError as e:
             raise ConfigError(f"--metrics-port {metrics_port}: cannot listen on {metrics_addr}: {e.strerror}") from None
         follower.log(f"metrics on http://{metrics_addr}:{server.server_port}/metrics")
-    loop = asyncio.get_running_loop()
-    signals = 0
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            follower.log("signal received: finishing the pass's in-flight downloads (a second signal exits at once)")
-            follower.request_stop()
-        else:
-            follower.force_exit()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
     try:
-        return await follower.run()
+        with _signals(follower.log, follower.request_stop, follower.force_exit):
+            return await follower.run()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if server is not None:
             server.shutdown()
 

@@ -14,8 +14,7 @@ import errno
 import hashlib
 import os
 import random
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -24,7 +23,7 @@ import aiohttp
 from . import layout, urls
 from .limits import HostGate
 from .manifest import DiskFull, Key
-from .retry import Fatal, Gone, RetryPolicy, Retryable, attempts, parse_retry_after
+from .retry import Fatal, Gone, RequestCounters, RetryPolicy, Retryable, attempts, parse_retry_after
 
 PARTIAL_DIR = ".partial"
 _CHUNK = 256 * 1024
@@ -40,11 +39,7 @@ class Saved:
 
 
 @dataclass(slots=True)
-class DownloadCounters:
-    statuses: Counter[int] = field(default_factory=Counter)  # answers by HTTP status (0: no answer)
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
+class DownloadCounters(RequestCounters):
     bytes: int = 0
 
 
@@ -82,13 +77,7 @@ class Downloader:
         if not urls.is_allowed(url, self.allowed_hosts):
             raise Fatal("refused-host", f"host {urls.host_of(url) or '?'} is not allowed (see --allow-host)")
         return await attempts(lambda: self._attempt(key, url), self.policy, self.rng,
-                              pause_host=self.gate.pause, on_retry=self._count_retry)
-
-    def _count_retry(self, error: Retryable, _wait: float) -> None:
-        if error.reason == "http-429":
-            self.counters.throttled += 1
-        else:
-            self.counters.retries += 1
+                              pause_host=self.gate.pause, on_retry=self.counters.count_retry)
 
     async def _attempt(self, key: Key, url: str) -> Saved:
         for _ in range(_MAX_REDIRECTS + 1):

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import random
 from functools import partial
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
 import aiohttp
@@ -19,7 +18,7 @@ import orjson
 
 from . import urls
 from .limits import HostGate
-from .retry import Fatal, RetryPolicy, Retryable, attempts, parse_retry_after
+from .retry import Fatal, RequestCounters, RetryPolicy, Retryable, attempts, parse_retry_after
 
 _MAX_PAGE_BYTES = 64 * 1024 * 1024
 
@@ -102,11 +101,7 @@ class FeedStopped(Exception):
 
 
 @dataclass(slots=True)
-class FeedCounters:
-    statuses: Counter[int] = field(default_factory=Counter)  # answers by HTTP status (0: no answer)
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
+class FeedCounters(RequestCounters):
     pages: int = 0
     last_url: str = ""
 
@@ -144,7 +139,7 @@ class Feed:
         number = 0
         while True:
             body = await attempts(partial(self._get, self._query(position)), self.policy, self.rng,
-                                  pause_host=self.gate.pause, on_retry=self._count_retry)
+                                  pause_host=self.gate.pause, on_retry=self.counters.count_retry)
             items, following = self._parse(body) if self.endpoint.paged else ([], None)
             images, sources = _flatten(self.endpoint.shape, body)
             number += 1
@@ -168,12 +163,6 @@ class Feed:
         if position.cursor is not None:
             return [*self.params, ("cursor", position.cursor)]
         return list(self.params)
-
-    def _count_retry(self, error: Retryable, _wait: float) -> None:
-        if error.reason == "http-429":
-            self.counters.throttled += 1
-        else:
-            self.counters.retries += 1
 
     async def _get(self, query: list[tuple[str, str]]) -> dict[str, Any]:
         await self.gate.acquire()

@@ -10,12 +10,29 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TypeVar
 
 import asyncio
 
 T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class RequestCounters:
+    """What one host's requests met: answers by status (0: none), retries, 429 pauses."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+
+    def count_retry(self, error: "Retryable", _wait: float) -> None:
+        if error.reason == "http-429":
+            self.throttled += 1
+        else:
+            self.retries += 1
 
 
 class RequestFailed(Exception):
