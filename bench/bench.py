@@ -794,7 +794,7 @@ def rate_runs(sim: Any, work: Path, window: float, cdn_rps: int, api_rps: int) -
     logs = work / "logs"
     common = ["--browsing-level", "31", "--progress", "none", "--concurrency", str(CONCURRENCY),
               "--cdn-rps", str(cdn_rps), "--api-rps", str(api_rps), "--api-base", sim.api_base]
-    mark = f"/width={MARK_WIDTH}/"
+    mark = f"width={MARK_WIDTH}"
     sim.log.clear()
     crawls = {
         "cdn": Child([PY, "-m", "crawler.cli", "crawl", "--out", str(fresh_dir(work / "out-cdn")), "--limit", "200",
@@ -807,7 +807,9 @@ def rate_runs(sim: Any, work: Path, window: float, cdn_rps: int, api_rps: int) -
         out: dict[str, dict[str, list[float]]] = {"cdn": {"cdn": [], "api": []}, "api": {"cdn": [], "api": []}}
         for e in sim.log.entries():
             if e.kind == "cdn":
-                out["api" if mark in e.path else "cdn"]["cdn"].append(e.t)
+                # The params segment may hold other options too ("width=123,quality=90").
+                params = e.path.rsplit("/", 2)[-2].split(",") if e.path.count("/") >= 2 else []
+                out["api" if mark in params else "cdn"]["cdn"].append(e.t)
             elif e.kind == "api":
                 out["api" if e.query.get("limit") == "20" else "cdn"]["api"].append(e.t)
         return out

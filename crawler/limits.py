@@ -8,7 +8,7 @@ The sharp edge of a leaky bucket (aiolimiter's): it admits `burst` requests at o
 rate, so a plain `AsyncLimiter(rate, 1)` can start about 2x `rate` in one second. Here the bucket
 leaks at `rate / 1.02` and holds `burst` = 1.5 % of the rate (at least 1), which absorbs timer
 jitter so ~98 % of the rate is reached; a sliding window of the last `rate` start times then makes
-"never more than `rate` in any one second" a hard guarantee, with a 3 % margin for clumping between
+"never more than `rate` in any one second" a hard guarantee, with a 2.5 % margin for clumping between
 here and the server.
 """
 
@@ -32,7 +32,7 @@ class HostGate:
         # alone keeps it at the sender, but an event loop busy for a few ms sends late requests in a
         # clump; the margin keeps the server's count of any one second within the rate too.
         allowed = max(1, int(rate))
-        self._window = 1.03 * allowed / rate if rate < 1 else 1.03
+        self._window = 1.025 * allowed / rate if rate < 1 else 1.025
         self._sent: deque[float] = deque(maxlen=allowed)
         self._resume_at = 0.0
         self.pauses = 0
