@@ -142,6 +142,8 @@ class Crawl:
                 self._writer.close()
             except OSError as e:
                 self.log(f"warning: could not finish writing {MANIFEST_NAME}: {e.strerror or e}")
+            if self._writer.broken:
+                mirror.state.tainted = True  # the next start reads the log itself, not a snapshot of it
 
     async def _run(self, state: ResumeState) -> Outcome:
         cfg = self.cfg
@@ -223,7 +225,7 @@ class Crawl:
             except DiskFull as e:
                 self.request_stop("disk-full", f"disk full: {e.strerror}")
                 return
-            if writer.appended - saved_at >= SNAPSHOT_EVERY:
+            if writer.appended - saved_at >= SNAPSHOT_EVERY and not writer.broken:
                 # A restart after kill -9 then reads at most this many records instead of the whole log.
                 try:
                     snapshot.save(writer.path, state, (writer.offset - state.covered, writer.appended - saved_at))

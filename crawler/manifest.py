@@ -95,6 +95,7 @@ class ResumeState:
     tail: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # done records past the last marker
     checkpoints: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     high_waters: dict[str, str] = field(default_factory=dict)
+    tainted: bool = False  # a write failed midway: the fold may not match the file, never snapshot it
     covered: int = 0  # manifest bytes this fold has read (set by a snapshot)
     lines: int = 0  # and their lines, so bad-line numbers stay true past a snapshot
 
@@ -202,7 +203,7 @@ class ManifestWriter:
     """
 
     __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds", "offset", "durable_offset",
-                 "on_append", "appended")
+                 "on_append", "appended", "broken")
 
     def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25,
                  on_append: Callable[[int, dict[str, Any]], None] | None = None) -> None:
@@ -210,6 +211,7 @@ class ManifestWriter:
         self.path = path
         self.on_append = on_append
         self.appended = 0  # records (so lines) appended by this writer
+        self.broken = False  # a write failed: what is in the file may differ from what was appended
         self.flush_bytes = flush_bytes
         self.flush_seconds = flush_seconds
         self._buffer = bytearray()
@@ -244,6 +246,7 @@ class ManifestWriter:
             while written < len(view):
                 written += os.write(self._fd, view[written:])
         except OSError as e:
+            self.broken = True
             del view
             del self._buffer[:written]
             self.offset += written

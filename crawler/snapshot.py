@@ -53,6 +53,8 @@ def save(manifest: Path, state: "ResumeState", appended: tuple[int, int] | None 
     `appended` = (bytes, lines) written since the state's `covered` point, when the writer knows them;
     else the lines since then are counted from the file.
     """
+    if state.tainted:
+        return
     st = os.stat(manifest)
     if appended is not None:
         covered, lines = state.covered + appended[0], state.lines + appended[1]

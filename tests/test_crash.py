@@ -112,6 +112,9 @@ def test_disk_full_stops_cleanly_keeps_everything_recorded_and_resumes(small_dis
         again = cli("crawl", "--out", str(out), *flags_list(sim.api_base, browsing_level=31))
     assert again.returncode == EXIT_OK, again.stderr
     assert_complete(out, expected)
+    from crawler.manifest import ResumeState
+    fast, slow = (ResumeState.load(out / MANIFEST_NAME, "q", snapshots=flag) for flag in (True, False))
+    assert (fast.done, fast.gone, set(fast.failed)) == (slow.done, slow.gone, set(slow.failed))
     status = cli("status", "--out", str(out), "--json")
     assert '"reason":"feed-ended"' in status.stdout
 
