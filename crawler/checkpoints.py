@@ -48,7 +48,3 @@ class PageLedger:
             self._next_page += 1
         if last is not None:
             self._on_advance(last[0], last[1])  # type: ignore[arg-type]
-
-    @property
-    def open_pages(self) -> int:
-        return len(self._pending)

@@ -22,7 +22,7 @@ from aiolimiter import AsyncLimiter
 
 
 class HostGate:
-    __slots__ = ("rate", "_limiter", "_resume_at", "pauses", "_sent", "_window")
+    __slots__ = ("rate", "_limiter", "_resume_at", "_sent", "_window")
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -35,18 +35,12 @@ class HostGate:
         self._window = 1.025 * allowed / rate if rate < 1 else 1.025
         self._sent: deque[float] = deque(maxlen=allowed)
         self._resume_at = 0.0
-        self.pauses = 0
 
     def pause(self, seconds: float) -> None:
         """Hold every caller until `seconds` from now (a later pause extends, an earlier one never shortens)."""
         resume_at = time.monotonic() + max(0.0, seconds)
         if resume_at > self._resume_at:
             self._resume_at = resume_at
-            self.pauses += 1
-
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._resume_at - time.monotonic())
 
     async def acquire(self) -> None:
         while True:
