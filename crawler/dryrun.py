@@ -81,7 +81,10 @@ def _pixels(job: Job) -> int | None:
 
 async def dry_run(cfg: CrawlConfig, log: TextIO = sys.stderr) -> DryRunReport:
     root = cfg.out
-    state = ResumeState.load(root / MANIFEST_NAME, cfg.query_identity()) if (root / MANIFEST_NAME).is_file() else ResumeState()
+    manifest = root / MANIFEST_NAME
+    # Read-only: no snapshot saved; model crawls index uuids, as the crawl itself would.
+    state = (ResumeState.load(manifest, cfg.query_identity(), cfg.source == "models", save=False)
+             if manifest.is_file() else ResumeState())
     report = DryRunReport(stats=CrawlStats())
     report.estimate = measure_bytes_per_pixel(root) if state.done else Estimate(
         ASSUMED_BYTES_PER_PIXEL, f"assumed {ASSUMED_BYTES_PER_PIXEL} bytes/pixel (nothing mirrored yet to measure)")

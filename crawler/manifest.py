@@ -100,11 +100,13 @@ class ResumeState:
     lines: int = 0  # and their lines, so bad-line numbers stay true past a snapshot
 
     @classmethod
-    def load(cls, path: Path, query: str, models: bool = False, snapshots: bool = True) -> "ResumeState":
+    def load(cls, path: Path, query: str, models: bool = False, snapshots: bool = True,
+             save: bool = True) -> "ResumeState":
         """`models`: also index sources and uuids (model images may come without an id).
 
         With `snapshots`, a saved fold covering the start of the log is reused and only what was
-        appended since is read; a fold that read much is saved for the next start.
+        appended since is read; a fold that read much is saved for the next start, unless `save`
+        is False (readers that must not write to the mirror, such as --dry-run).
         """
         from . import snapshot
         state = snapshot.load(path, models) if snapshots else None
@@ -118,7 +120,7 @@ class ResumeState:
             state.feed(offset, record)
             fresh += 1
         state.covered, state.lines = progress[0], first + progress[1]
-        if snapshots and fresh >= snapshot.WORTH_SAVING:
+        if snapshots and save and fresh >= snapshot.WORTH_SAVING:
             snapshot.save(path, state)
         return state.for_query(query)
 

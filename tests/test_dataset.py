@@ -161,3 +161,15 @@ async def test_captions_export_writes_one_text_per_image_and_hard_links(sim_fact
         assert os.path.samefile(image, root / record["path"])  # a hard link, not a copy
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before  # mirror untouched
     assert "hard-linked" in result.stdout
+
+
+async def test_dry_run_never_writes_a_resume_snapshot_into_the_mirror(sim_factory, tmp_path, monkeypatch):
+    from crawler import dryrun, snapshot
+    from conftest import crawl_config
+    async with sim_factory(images=200, seed=56) as sim:
+        await run_crawl(tmp_path, sim.api_base, browsing_level=31)
+        (tmp_path / snapshot.NAME).unlink()  # as if the log had grown past the last snapshot
+        monkeypatch.setattr(snapshot, "WORTH_SAVING", 10)  # a long log, in miniature
+        report = await dryrun.dry_run(crawl_config(tmp_path, sim.api_base, browsing_level=31))
+    assert report.already_done > 0
+    assert not (tmp_path / snapshot.NAME).exists()
