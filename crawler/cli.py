@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "The API key, if any, is read from the environment variable CIVITAI_API_KEY and sent only "
                                 "to the API, as an Authorization header. Exit codes: 0 all done, 1 some items failed or an "
                                 "error stopped the crawl, 2 bad usage, 130 interrupted (resumable).")
-    crawl.add_argument("--out", required=True, metavar="DIR", help="mirror directory (images/, manifest.jsonl)")
+    crawl.add_argument("--out", required=True, metavar="DIR|URL", help="mirror directory (images/, manifest.jsonl), or an "
+                       "object store URL such as s3://bucket/prefix (then give --state)")
+    crawl.add_argument("--state", metavar="DIR", help="local directory for the manifest and lock (default: --out itself; required when --out is an object store URL)")
     crawl.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags, with _); flags win over it")
     crawl.add_argument("--dry-run", action="store_true", help="walk the pages (at the API rate), fetch no image, write "
                        "nothing, and print what a crawl would fetch and an estimate of its size")
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "sleeps --interval. API outages are waited out with backoff; only a signal (exit 130), "
                                  "a fatal API answer (bad key, region, bad query) or a full disk (exit 1) end it. "
                                  "Takes every crawl option; the feed is always walked with --sort Newest.")
-    follow.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    follow.add_argument("--out", required=True, metavar="DIR|URL", help="mirror directory or object store URL")
+    follow.add_argument("--state", metavar="DIR", help="local directory for the manifest and lock (default: --out itself; required when --out is an object store URL)")
     follow.add_argument("--config", metavar="FILE", help="TOML file of settings; flags win over it")
     follow.add_argument("--interval", default="10m", metavar="DURATION", help="time between passes, e.g. 90s, 10m, 2h "
                         "(default: 10m; +-10%% jitter)")
@@ -70,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compact = commands.add_parser("compact", help="rewrite the manifest as one record per image (keeps the old one as "
                                   "manifest.jsonl.prev); refuses while a crawl holds the mirror")
-    compact.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    compact.add_argument("--out", required=True, metavar="DIR|URL", help="mirror directory or object store URL")
+    compact.add_argument("--state", metavar="DIR", help="local directory for the manifest and lock (default: --out itself; required when --out is an object store URL)")
 
     show = commands.add_parser("config", help="show the effective settings and where each came from")
     show_commands = show.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
@@ -82,19 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     config_mod.add_arguments(show_cmd)
 
     status = commands.add_parser("status", help="what a mirror holds and why its last crawl stopped")
-    status.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    status.add_argument("--out", required=True, metavar="DIR|URL", help="mirror directory or object store URL")
+    status.add_argument("--state", metavar="DIR", help="local directory for the manifest and lock (default: --out itself; required when --out is an object store URL)")
     status.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     status.add_argument("--max-age", default=None, metavar="DURATION", help="health check: exit 1 unless a crawl or "
                         "follow pass completed within DURATION (e.g. 30m)")
 
     verify = commands.add_parser("verify", help="re-hash every done file against the manifest (exit 1 on any problem)")
-    verify.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    verify.add_argument("--out", required=True, metavar="DIR|URL", help="mirror directory or object store URL")
+    verify.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="an fsspec option for an object "
+                        "store --out (repeatable), as for crawl")
+    verify.add_argument("--state", metavar="DIR", help="local directory for the manifest and lock (default: --out itself; required when --out is an object store URL)")
 
     export = commands.add_parser("export", help="write the mirror as a dataset: jsonl, parquet or webdataset shards",
                                  description="Export every done image (path, sha256, size, dimensions, nsfw level, "
                                  "creator, model versions, reactions, prompt and the other generation fields) as a "
                                  "dataset. Safe while a crawl runs: it exports what was complete when it started.")
-    export.add_argument("--out", required=True, metavar="DIR", help="mirror directory")
+    export.add_argument("--out", required=True, metavar="DIR|URL", help="mirror directory or object store URL")
+    export.add_argument("--state", metavar="DIR", help="local directory for the manifest and lock (default: --out itself; required when --out is an object store URL)")
     export.add_argument("--format", required=True, choices=export_mod.FORMATS, help="jsonl, parquet (needs pyarrow), "
                         "webdataset (tar shards of {key}.jpg + {key}.json) or captions (a folder of images, hard-linked "
                         "where possible, each beside a {key}.txt caption: the layout LoRA trainers read)")
@@ -117,13 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "follow":
             return _follow(args)
         if args.command == "compact":
-            return _compact(Path(args.out))
+            return _compact(config_mod.state_root(args.out, args.state))
         if args.command == "config":
             return _config_show(args)
         if args.command == "status":
-            return _status(Path(args.out), args.json, _duration(args.max_age, "--max-age") if args.max_age else None)
+            return _status(config_mod.state_root(args.out, args.state), args.json, _duration(args.max_age, "--max-age") if args.max_age else None)
         if args.command == "verify":
-            return _verify(Path(args.out))
+            return _verify(args.out, config_mod.state_root(args.out, args.state), args.storage_option)
         if args.command == "export":
             return _export(args)
         from .simulator import cli as sim_cli
@@ -143,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _crawl(args: argparse.Namespace) -> int:
     cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
-    cfg = config_mod.build(args.out, cli_values, args.config)
+    cfg = config_mod.build(args.out, cli_values, args.config, state=args.state)
     if args.dry_run:
         return _run_loop(_dry_run_async(cfg))
     return _run_loop(_crawl_async(cfg))
@@ -151,8 +160,8 @@ def _crawl(args: argparse.Namespace) -> int:
 
 async def _dry_run_async(cfg: config_mod.CrawlConfig) -> int:
     from . import dryrun
-    if cfg.out.exists() and not cfg.out.is_dir():
-        raise ConfigError(f"--out {cfg.out} exists and is not a directory")
+    if cfg.state.exists() and not cfg.state.is_dir():
+        raise ConfigError(f"--state {cfg.state} exists and is not a directory")
     report = await dryrun.dry_run(cfg)
     for text in dryrun.format_report(report):
         print(text)
@@ -214,7 +223,7 @@ def _run_loop(coro) -> int:  # type: ignore[no-untyped-def]
 
 def _require_mirror(root: Path) -> None:
     if not root.is_dir():
-        raise ConfigError(f"--out {root} is not a directory")
+        raise ConfigError(f"{root} is not a directory")
     if not (root / "manifest.jsonl").exists():
         raise ConfigError(f"{root} has no manifest.jsonl: not a mirror (yet)")
 
@@ -263,7 +272,7 @@ def _follow(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from .follow import FollowSettings
     cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
-    cfg = config_mod.build(args.out, cli_values, args.config)
+    cfg = config_mod.build(args.out, cli_values, args.config, state=args.state)
     if cfg.sort not in (None, "Newest"):
         raise ConfigError("follow walks the feed newest first: drop --sort or give --sort Newest")
     if args.passes is not None and args.passes < 1:
@@ -319,13 +328,31 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _verify(root: Path) -> int:
+def _verify(out: str, root: Path, storage_option: list[str] | None) -> int:
+    from .store_paths import make_store, parse_storage_options
     _require_mirror(root)
-    checked, problems = report.verify(root)
+    try:
+        options = parse_storage_options(storage_option or ())
+    except ValueError as e:
+        raise ConfigError(f"--storage-option: {e}") from None
+    checked, problems = _run_loop(_verify_async(root, make_store(out, options)))
     for p in problems:
         print(f"{p.what}: {p.path or '(no path)'} (image {p.key})")
     print(f"verified {checked} file(s): {len(problems)} problem(s)")
     return EXIT_FAILED if problems else EXIT_OK
+
+
+async def _verify_async(root: Path, store) -> tuple[int, list]:  # type: ignore[no-untyped-def]
+    from .store_errors import StoreError
+    try:
+        await store.open()
+    except (StoreError, OSError) as e:
+        await store.close()
+        raise ConfigError(f"--out {store.url}: {e}") from None
+    try:
+        return await report.verify(root, store)
+    finally:
+        await store.close()
 
 
 if __name__ == "__main__":

@@ -110,6 +110,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("progress", str, "auto", "progress display: auto (live on a terminal, log lines otherwise), live, log, none", choices=("auto", "live", "log", "none")),
     Option("log_interval", float, 10.0, "seconds between progress log lines when not on a terminal", minimum=0.1, metavar="S"),
     Option("log_format", str, "text", "log lines as readable text or as JSON objects (one per line)", choices=("text", "json")),
+    # Where images go and who downloads them.
+    Option("storage_option", list, (), "an fsspec option for an object-store --out, KEY=VALUE (repeatable; dotted keys "
+           "nest, e.g. client_kwargs.region_name=eu-west-1); credentials and endpoint come from the AWS_* environment",
+           metavar="KEY=VALUE"),
+    Option("executor", str, "local", "who downloads: this process (local), or download actors on a Ray cluster (ray; "
+           "pip install 'civitai-mirror[ray]')", choices=("local", "ray")),
+    Option("ray_address", str, None, "--executor ray: the cluster to join, 'auto' (the one this machine belongs to) or "
+           "HOST:PORT (default: start a local Ray)", metavar="ADDR"),
+    Option("download_workers", int, 2, "--executor ray: download actors; --cdn-rps is split between them and "
+           "--concurrency is per actor", minimum=1, maximum=1024, metavar="N"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 _SHARED_PARAMS = frozenset({"username", "sort", "period", "nsfw"})  # both /images and /models take these
@@ -122,7 +132,8 @@ _API_NAMES = {"browsing_level": "browsingLevel", "user_id": "userId", "post_id":
 
 @dataclass(frozen=True, slots=True)
 class CrawlConfig:
-    out: Path
+    out: str  # a directory, or an fsspec URL such as s3://bucket/prefix
+    state: Path  # the manifest, lock and snapshot: --state, or --out itself when it is a directory
     source: str = "images"
     sort: str | None = None
     period: str | None = None
@@ -168,6 +179,10 @@ class CrawlConfig:
     progress: str = "auto"
     log_interval: float = 10.0
     log_format: str = "text"
+    storage_option: tuple[str, ...] = ()
+    executor: str = "local"
+    ray_address: str | None = None
+    download_workers: int = 2
     api_key: str | None = field(default=None, repr=False)  # never printed, never written
 
     def api_params(self) -> list[tuple[str, str]]:
@@ -217,6 +232,16 @@ class CrawlConfig:
         if self.model_id:
             return Endpoint(f"/models/{self.model_id}", "model")
         return Endpoint("/models", "models")
+
+    @property
+    def remote(self) -> bool:
+        """Images go to an object store (through fsspec), not to a local directory."""
+        from .store_paths import is_remote
+        return is_remote(self.out)
+
+    def storage_options(self) -> dict[str, Any]:
+        from .store_paths import parse_storage_options
+        return parse_storage_options(self.storage_option)
 
     @property
     def allowed_hosts(self) -> frozenset[str]:
@@ -321,13 +346,27 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 
 def build(out: str | Path | None, cli: dict[str, Any], config_file: str | Path | None = None,
-          env: dict[str, str] | None = None) -> CrawlConfig:
+          env: dict[str, str] | None = None, state: str | Path | None = None) -> CrawlConfig:
     """Defaults, then the TOML file, then flags; the key from the environment. Validated as a whole."""
-    return build_with_sources(out, cli, config_file, env)[0]
+    return build_with_sources(out, cli, config_file, env, state)[0]
+
+
+def state_root(out: str | Path, state: str | Path | None) -> Path:
+    """Where the manifest and lock live: --state, else --out when it is a local directory."""
+    from .store_paths import is_remote, local_path
+    if state is not None and str(state).strip():
+        if is_remote(str(state)):
+            raise ConfigError(f"--state must be a local directory, got {state}")
+        return local_path(str(state))
+    if is_remote(str(out)):
+        raise ConfigError(f"--out {out} is an object store: give --state DIR, a local directory for the manifest and "
+                          "lock (one crawler writes them; keep it on a disk that survives the machine)")
+    return local_path(str(out))
 
 
 def build_with_sources(out: str | Path | None, cli: dict[str, Any], config_file: str | Path | None = None,
-                       env: dict[str, str] | None = None) -> tuple[CrawlConfig, dict[str, str]]:
+                       env: dict[str, str] | None = None,
+                       state: str | Path | None = None) -> tuple[CrawlConfig, dict[str, str]]:
     """As `build`, plus where each setting came from: default, file, environment or flag."""
     env = os.environ if env is None else env
     if out is None or str(out).strip() == "":
@@ -346,12 +385,24 @@ def build_with_sources(out: str | Path | None, cli: dict[str, Any], config_file:
     key = env.get(API_KEY_ENV, "").strip() or None
     if key:
         sources["api_key"] = f"environment {API_KEY_ENV}"
-    cfg = CrawlConfig(out=Path(out), api_key=key, **values)
+    out = str(out)
+    from .store_paths import is_remote, local_path
+    if not is_remote(out):
+        out = str(local_path(out))
+    cfg = CrawlConfig(out=out, state=state_root(out, state), api_key=key, **values)
     _check_whole(cfg)
     return cfg, sources
 
 
 def _check_whole(cfg: CrawlConfig) -> None:
+    try:
+        cfg.storage_options()
+    except ValueError as e:
+        raise ConfigError(f"--storage-option: {e}") from None
+    if cfg.storage_option and not cfg.remote:
+        raise ConfigError("--storage-option only applies when --out is an object store URL (s3://bucket/prefix, ...)")
+    if cfg.ray_address and cfg.executor != "ray":
+        raise ConfigError("--ray-address only applies with --executor ray")
     if cfg.width is not None and cfg.original:
         raise ConfigError("--width and --original contradict each other (original=true clears the size); give one")
     parts = urlsplit(cfg.api_base)
@@ -385,6 +436,8 @@ def _check_whole(cfg: CrawlConfig) -> None:
 
 def describe(cfg: CrawlConfig) -> dict[str, Any]:
     """The settings as plain data for the manifest and status; the key only as set/unset."""
-    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("api_key", "out")}
+    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("api_key", "out", "state")}
     data["api_key"] = "set" if cfg.api_key else "unset"
+    # Storage options may carry secrets: only their keys are shown or written.
+    data["storage_option"] = [pair.partition("=")[0] + "=..." for pair in cfg.storage_option]
     return data

@@ -8,12 +8,14 @@ a repeated cursor, disk full) that is printed, recorded in the manifest and turn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import aiohttp
@@ -21,7 +23,7 @@ import aiohttp
 from . import config as config_mod
 from . import snapshot
 from .checkpoints import PageLedger
-from .config import CrawlConfig
+from .config import ConfigError, CrawlConfig
 from .download import Downloader
 from .durability import GroupCommit
 from .items import Job
@@ -31,7 +33,9 @@ from .mirror import Mirror
 from .manifest import MANIFEST_NAME, DiskFull, ManifestWriter, ResumeState
 from .pages import Feed, FeedStopped, Position
 from .progress import CrawlStats, line, show
-from .retry import Fatal, Gone, RequestFailed, RetryPolicy
+from .retry import Fatal, RequestFailed, RetryPolicy
+from .store_errors import StoreError
+from .store_paths import make_store
 from .selection import Selector, plan
 from .urls import redact
 
@@ -85,9 +89,10 @@ class Crawl:
         self._commits: GroupCommit | None = None
         self._ledger = PageLedger(self._checkpoint)
         self._feed: Feed | None = None
-        self._downloader: Downloader | None = None
+        self._downloader: Downloader | None = None  # the local executor's
+        self._executor: Any = None  # ray_executor.RayDispatch with --executor ray
         self._state: ResumeState | None = None
-        self._root = str(cfg.out)
+        self._store: Any = None
         self._invalid_logged = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -121,13 +126,19 @@ class Crawl:
     @property
     def counters(self) -> tuple[Any, Any]:
         """(API counters, CDN counters) of the running pass, for metrics; None before it starts."""
-        return (self._feed.counters if self._feed else None, self._downloader.counters if self._downloader else None)
+        return (self._feed.counters if self._feed else None, self._cdn_counters())
+
+    def _cdn_counters(self) -> Any:
+        if self._executor is not None:
+            return self._executor.counters
+        return self._downloader.counters if self._downloader else None
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
     async def run(self) -> Outcome:
-        async with Mirror(self.cfg.out, self.query, self.log, models=self.cfg.source == "models") as mirror:
+        async with Mirror(self.cfg.state, self.query, self.log, models=self.cfg.source == "models",
+                          images=None if self.cfg.remote else Path(self.cfg.out)) as mirror:
             return await self.run_in(mirror)
 
     async def run_in(self, mirror: Mirror) -> Outcome:
@@ -148,6 +159,15 @@ class Crawl:
     async def _run(self, state: ResumeState) -> Outcome:
         cfg = self.cfg
         assert self._writer is not None
+        store = self._store = make_store(cfg.out, cfg.storage_options())
+        try:
+            await store.open()
+            cleared = await store.clear_leftovers()
+        except (StoreError, OSError) as e:
+            await store.close()
+            raise ConfigError(f"--out {cfg.out}: {e}") from None
+        if cleared and store.remote:
+            self.log(f"aborted {cleared} unfinished upload(s) left by a killed run")
         resume = state.resume_position() if self.resume else None
         start = Position.from_record(resume) if resume else None
         self._writer.append({"kind": "run", "event": "start", "query": self.query, "params": cfg.query_summary(),
@@ -158,32 +178,46 @@ class Crawl:
                      f"{len(state.failed)} to retry" + (f", resuming after checkpoint page {resume.get('page')}" if resume else ""))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
         policy = RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
-        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=4)) as api_session, \
-                aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
-                                      connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300)) as cdn_session:
-            self._feed = Feed(api_session, cfg.api_base, cfg.api_params(), HostGate(cfg.api_rps), policy, self.rng,
-                              cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages, cfg.endpoint())
-            downloader = self._downloader = Downloader(cdn_session, HostGate(cfg.cdn_rps), policy, cfg.out,
-                                                       cfg.allowed_hosts, cfg.max_bytes, config_mod.USER_AGENT, self.rng)
-            downloader.clear_partials()
-            try:
-                await self._pipeline(state, start, downloader)
-            except DiskFull as e:  # raised by a manifest write outside the workers
-                self._finish("disk-full", f"disk full: {e.strerror}")
-            finally:
-                downloader.close()
-        outcome = self._conclude(downloader)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=4)) as api_session:
+                self._feed = Feed(api_session, cfg.api_base, cfg.api_params(), HostGate(cfg.api_rps), policy, self.rng,
+                                  cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages, cfg.endpoint())
+                try:
+                    await self._pipeline(state, start, policy)
+                except DiskFull as e:  # raised by a manifest write outside the workers
+                    self._finish("disk-full", f"disk full: {e.strerror}")
+        finally:
+            await store.close()
+        outcome = self._conclude()
         try:
             await self._commits.commit()  # everything recorded, the run's end included, made durable
         except OSError as e:
             self.log(f"warning: the last group commit failed: {e.strerror or e}")
         return outcome
 
-    async def _pipeline(self, state: ResumeState, start: Position | None, downloader: Downloader) -> None:
+    async def _pipeline(self, state: ResumeState, start: Position | None, policy: RetryPolicy) -> None:
         selector = Selector(self.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest,
                             state.refs, state.by_uuid)
+        async with contextlib.AsyncExitStack() as stack:
+            if self.cfg.executor == "ray":
+                from .ray_executor import RayDispatch
+                executor = self._executor = RayDispatch(self, self.cfg)
+                await stack.enter_async_context(executor)
+            else:
+                timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeout, sock_read=self.cfg.timeout)
+                cdn_session = await stack.enter_async_context(aiohttp.ClientSession(
+                    timeout=timeout, auto_decompress=False,
+                    connector=aiohttp.TCPConnector(limit=self.cfg.concurrency, ttl_dns_cache=300)))
+                self._downloader = Downloader(cdn_session, HostGate(self.cfg.cdn_rps), policy, self._store,
+                                              self.cfg.allowed_hosts, self.cfg.max_bytes, config_mod.USER_AGENT, self.rng)
+            await self._run_tasks(state, start, selector)
+
+    async def _run_tasks(self, state: ResumeState, start: Position | None, selector: Selector) -> None:
         async with asyncio.TaskGroup() as group:
-            workers = [group.create_task(self._work(downloader)) for _ in range(self.cfg.concurrency)]
+            if self._executor is not None:
+                workers = self._executor.start(group)
+            else:
+                workers = [group.create_task(self._work(self._downloader)) for _ in range(self.cfg.concurrency)]
             producer = group.create_task(self._produce(state, start, selector))
             supervisor = group.create_task(self._supervise(producer, workers))
             flusher = group.create_task(self._flush_periodically())
@@ -313,46 +347,53 @@ class Crawl:
             job = await queue.get()
             if job is None or self._stop.is_set():
                 return
-            try:
-                await self._download(downloader, job)
-            except DiskFull as e:
-                self.request_stop("disk-full", f"disk full: {e.strerror}; free space and rerun to resume")
-                return
-            except OSError as e:  # the mirror's disk refuses writes (permissions, I/O error): no point going on
-                self.request_stop("disk-error", f"cannot write into {self.cfg.out}: {e.strerror or e}; "
-                                  "fix the disk and rerun to resume")
+            if not self.settle(job, await downloader.outcome(job.key, job.url)):
                 return
 
-    async def _download(self, downloader: Downloader, job: Job) -> None:
+    def settle(self, job: Job, result: dict[str, Any]) -> bool:
+        """Record what became of a job (from either executor); False when the crawl must stop (disk)."""
         assert self._writer is not None and self._state is not None
-        state = self._state
+        status = result.get("status")
+        if status == "disk-full":
+            self.request_stop("disk-full", f"disk full: {result.get('error')}; free space and rerun to resume")
+            return False
+        if status == "disk-error":  # the mirror's disk refuses writes (permissions, I/O error): no point going on
+            self.request_stop("disk-error", f"cannot write into {self.cfg.out}: {result.get('error')}; "
+                              "fix the disk and rerun to resume")
+            return False
         base: dict[str, Any] = {"kind": "image", "id": job.id, "uuid": job.uuid, "url": job.url}
         if job.source is not None:
             base["source"] = job.source
-        try:
-            saved = await downloader.fetch(job.key, job.url)
         # Each append is folded into the mirror's state (done-set, failures) by the writer.
-        except Gone as e:
-            self.stats.gone += 1
-            self._writer.append({**base, "status": "gone", "error": e.reason, "t": time.time()})
-        except RequestFailed as e:
-            self.stats.failed += 1
-            self.stats.failures[e.reason] += 1
-            earlier = state.failed.get(job.key)
-            attempts = (earlier.get("attempts") or 1) + 1 if earlier else 1
-            self._writer.append({**base, "status": "failed", "reason": e.reason, "error": str(e), "attempts": attempts,
-                                 "item": job.item, "t": time.time()})
-        else:
-            self.stats.done += 1
-            self.stats.bytes += saved.bytes
-            self._writer.append({**base, "status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
-                                 "width": job.width, "content_type": saved.content_type, "item": job.item, "t": time.time()})
-            self._commits.add(f"{self._root}/{saved.path}")  # type: ignore[union-attr]
+        try:
+            if status == "done":
+                self.stats.done += 1
+                self.stats.bytes += result["bytes"]
+                self._writer.append({**base, "status": "done", "path": result["path"], "sha256": result["sha256"],
+                                     "bytes": result["bytes"], "width": job.width, "content_type": result["content_type"],
+                                     "item": job.item, "t": time.time()})
+                if not self._store.remote:  # an object is durable once its upload completed; a file after fsync
+                    self._commits.add(self._store.path(result["path"]))  # type: ignore[union-attr]
+            elif status == "gone":
+                self.stats.gone += 1
+                self._writer.append({**base, "status": "gone", "error": result.get("error"), "t": time.time()})
+            else:
+                reason = str(result.get("reason"))
+                self.stats.failed += 1
+                self.stats.failures[reason] += 1
+                earlier = self._state.failed.get(job.key)
+                attempts = (earlier.get("attempts") or 1) + 1 if earlier else 1
+                self._writer.append({**base, "status": "failed", "reason": reason, "error": result.get("error"),
+                                     "attempts": attempts, "item": job.item, "t": time.time()})
+        except DiskFull as e:
+            self.request_stop("disk-full", f"disk full: {e.strerror}; free space and rerun to resume")
+            return False
         self._ledger.settle(job.page)
+        return True
 
     # -- the end -------------------------------------------------------------------------------
 
-    def _conclude(self, downloader: Downloader) -> Outcome:
+    def _conclude(self) -> Outcome:
         assert self._writer is not None and self._feed is not None
         reason, message = self._reason or ("interrupted", "stopped before the feed ended")
         if reason == "interrupted":
@@ -362,10 +403,11 @@ class Crawl:
         else:
             code = EXIT_FAILED
         counts = self.stats.as_dict()
+        cdn = self._cdn_counters()
         counts.update(api_requests=self._feed.counters.requests, api_retries=self._feed.counters.retries,
                       api_throttled=self._feed.counters.throttled, pages=self._feed.counters.pages,
-                      cdn_requests=downloader.counters.requests, cdn_retries=downloader.counters.retries,
-                      cdn_throttled=downloader.counters.throttled)
+                      cdn_requests=cdn.requests if cdn else 0, cdn_retries=cdn.retries if cdn else 0,
+                      cdn_throttled=cdn.throttled if cdn else 0)
         try:
             if self.track_newest and reason in COMPLETE and self.newest is not None:
                 self._writer.append({"kind": "hwm", "query": self.query, "created_at": self.newest.isoformat(),

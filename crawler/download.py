@@ -1,10 +1,9 @@
-"""Fetch one image URL into the mirror: stream to a nameless file, check it, then give it its final name.
+"""Fetch one image URL into the mirror's store: stream it into a sink, check it, then commit it.
 
-Knows nothing of CivitAI's API or the manifest. A file appears at its final path only complete and
-checked (status, media type, Content-Length, size cap), so kill -9 can never leave half an image
-there. The file is created with O_TMPFILE in its final folder and linked into place when complete
-(nothing to clean up after a crash, no rename); where the filesystem has no O_TMPFILE, a named
-`.partial/{key}.part` is renamed instead.
+Knows nothing of CivitAI's API or the manifest. An image appears at its final path (or key) only
+complete and checked (status, media type, Content-Length, size cap): the store's sink keeps it
+nameless until `commit()` (O_TMPFILE + link on disk, `disk_store.py`; one PUT or a multipart upload
+completed only then on an object store, `store.py`), so kill -9 can never leave half an image there.
 """
 
 from __future__ import annotations
@@ -12,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -23,9 +21,11 @@ import aiohttp
 from . import layout, urls
 from .limits import HostGate
 from .manifest import DiskFull, Key
-from .retry import Fatal, Gone, RequestCounters, RetryPolicy, Retryable, attempts, parse_retry_after
+from .retry import Fatal, Gone, RequestCounters, RequestFailed, RetryPolicy, Retryable, attempts, parse_retry_after
+from .disk_store import LinkUnsupported
+from .store_errors import StoreUnavailable
 
-PARTIAL_DIR = ".partial"
+Store = Any  # DiskStore or store.RemoteStore: the same sink/commit/abort contract
 _CHUNK = 256 * 1024
 _MAX_REDIRECTS = 5
 
@@ -44,34 +44,39 @@ class DownloadCounters(RequestCounters):
 
 
 class Downloader:
-    """One per crawl: the CDN session, its gate, the retry policy and the mirror root."""
+    """One per crawl (or per Ray download actor): the CDN session, its gate, the retry policy and the store."""
 
-    def __init__(self, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy, root: Path,
+    def __init__(self, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy, store: Store,
                  allowed_hosts: frozenset[str], max_bytes: int, user_agent: str, rng: random.Random) -> None:
         self.session = session
         self.gate = gate
         self.policy = policy
-        self.root = root
+        self.store = store
         self.allowed_hosts = allowed_hosts
         self.max_bytes = max_bytes
         self.headers = {"User-Agent": user_agent, "Accept": "image/*,video/*;q=0.9,*/*;q=0.1"}
         self.rng = rng
         self.counters = DownloadCounters()
-        self._partial = root / PARTIAL_DIR
-        self._root = str(root)
-        self._made_dirs: set[str] = set()
-        self._tmpfile = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
-        self._dir_fd = -1
 
-    def clear_partials(self) -> int:
-        """Remove leftovers of killed runs; only the lock holder calls this, so none is in use."""
-        self._partial.mkdir(parents=True, exist_ok=True)
-        removed = 0
-        for entry in os.scandir(self._partial):
-            if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                os.unlink(entry.path)
-                removed += 1
-        return removed
+    async def outcome(self, key: Key, url: str) -> dict[str, Any]:
+        """The result of fetching one image as a small record: what the manifest needs, nothing more.
+
+        `status` is done, failed or gone; a disk that is full or refuses writes is not an image's
+        failure but the crawl's, so it comes back as `disk-full` / `disk-error` for the crawl to stop on.
+        The same records travel back from Ray download actors, so both executors settle them alike.
+        """
+        try:
+            saved = await self.fetch(key, url)
+        except Gone as e:
+            return {"status": "gone", "error": e.reason}
+        except RequestFailed as e:
+            return {"status": "failed", "reason": e.reason, "error": str(e)}
+        except DiskFull as e:
+            return {"status": "disk-full", "error": e.strerror or str(e)}
+        except OSError as e:
+            return {"status": "disk-error", "error": e.strerror or str(e)}
+        return {"status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
+                "content_type": saved.content_type}
 
     async def fetch(self, key: Key, url: str) -> Saved:
         if not urls.is_allowed(url, self.allowed_hosts):
@@ -125,87 +130,35 @@ class Downloader:
 
     async def _save(self, key: Key, response: aiohttp.ClientResponse) -> Saved:
         content_type = layout.media_type(response.content_type)
-        folder = layout.shard_dir(key)
-        final_rel = f"{folder}/{layout.file_name(key, content_type)}"
-        target_dir = f"{self._root}/{folder}"
-        final = f"{self._root}/{final_rel}"
+        final_rel = layout.relative_path(key, content_type)
         digest = hashlib.sha256()
         total = 0
-        fd = -1
-        part: str | None = None  # a named .part file, only where anonymous files are not supported
-        placed = False
+        committed = False
+        sink = None
         try:
-            if target_dir not in self._made_dirs:
-                os.makedirs(target_dir, exist_ok=True)
-                self._made_dirs.add(target_dir)
-            fd, part = self._open_unnamed(target_dir, key)
+            sink = self.store.sink(final_rel, content_type)
             async for chunk in response.content.iter_chunked(_CHUNK):
                 total += len(chunk)
                 if total > self.max_bytes:
                     raise Fatal("too-large", f"body passed --max-bytes {self.max_bytes}")
                 digest.update(chunk)
-                # Page-cache writes of one chunk take microseconds; a thread hop per chunk costs more.
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+                await sink.write(chunk)
             expected = response.content_length
             if expected is not None and total != expected:
                 raise Retryable("truncated", f"{total} of {expected} bytes")
-            self._place(fd, part, final)
-            placed = True
+            await sink.commit()
+            committed = True
+        except LinkUnsupported as e:
+            raise Retryable("link-unsupported", f"cannot link an O_TMPFILE file ({e})") from None
+        except StoreUnavailable as e:  # the object store failed an upload: like a network error, retried
+            raise Retryable("store", str(e)[:200]) from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(e.errno, f"no space left on the disk of {self.root}") from None
+                raise DiskFull(e.errno, f"no space left on the disk of {self.store.url}") from None
             raise
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if part is not None and not placed:
-                try:
-                    os.unlink(part)
-                except FileNotFoundError:
-                    pass
+            if sink is not None and not committed:
+                await sink.abort()
         self.counters.bytes += total
         return Saved(path=final_rel, sha256=digest.hexdigest(), bytes=total, content_type=content_type)
 
-    def _open_unnamed(self, folder: str, key: Key) -> tuple[int, str | None]:
-        """An anonymous file in `folder` (O_TMPFILE): it has no name until it is complete, so a crash
-        leaves nothing behind and no rename is needed. Else a named file in .partial/."""
-        if self._tmpfile:
-            try:
-                return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644), None
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
-                    raise
-                self._tmpfile = False  # this filesystem has none: use named .part files from now on
-        part = f"{self._root}/{PARTIAL_DIR}/{key}{layout.PART_SUFFIX}"
-        return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), part
-
-    def _place(self, fd: int, part: str | None, final: str) -> None:
-        """Give the complete file its final name in one step."""
-        if part is not None:
-            os.replace(part, final)
-            return
-        source = f"/proc/self/fd/{fd}"
-        # Passing a dir fd makes os.link call linkat(..., AT_SYMLINK_FOLLOW), which names the open
-        # anonymous file; plain link() would try to link the /proc symlink itself.
-        if self._dir_fd < 0:
-            self._dir_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            try:
-                os.link(source, final, src_dir_fd=self._dir_fd, follow_symlinks=True)
-            except FileExistsError:
-                # A leftover of a download that was never recorded (the key is not done, or we would
-                # not be fetching it): it is replaced, never a recorded file.
-                os.unlink(final)
-                os.link(source, final, src_dir_fd=self._dir_fd, follow_symlinks=True)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOENT, errno.EOPNOTSUPP, errno.EACCES):
-                raise
-            self._tmpfile = False  # no way to name an anonymous file here: named .part files from now on
-            raise Retryable("link-unsupported", f"cannot link an O_TMPFILE file ({e.strerror})") from None
-
-    def close(self) -> None:
-        if self._dir_fd >= 0:
-            os.close(self._dir_fd)
-            self._dir_fd = -1

@@ -80,7 +80,7 @@ def _pixels(job: Job) -> int | None:
 
 
 async def dry_run(cfg: CrawlConfig, log: TextIO = sys.stderr) -> DryRunReport:
-    root = cfg.out
+    root = cfg.state
     manifest = root / MANIFEST_NAME
     # Read-only: no snapshot saved; model crawls index uuids, as the crawl itself would.
     state = (ResumeState.load(manifest, cfg.query_identity(), cfg.source == "models", save=False)

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Awaitable, Callable, TextIO
 
 from . import compact as compact_mod
@@ -119,7 +120,8 @@ class Follower:
                                    max_images=self.cfg.max_images if first else None)
 
     async def run(self) -> int:
-        async with Mirror(self.cfg.out, self.query, self.log) as mirror:
+        async with Mirror(self.cfg.state, self.query, self.log,
+                          images=None if self.cfg.remote else Path(self.cfg.out)) as mirror:
             outage = 0
             while not self._stop.is_set():
                 self.passes += 1

@@ -7,13 +7,13 @@ loaded once and kept current in memory instead of re-read per pass.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 from . import snapshot
 from .config import ConfigError
+from .disk_store import file_digest
 from .lock import DirLock
 from .manifest import MANIFEST_NAME, ResumeState
 
@@ -31,8 +31,12 @@ def prepare_root(root: Path) -> None:
 
 
 class Mirror:
-    def __init__(self, root: Path, query: str, log: Callable[[str], None], models: bool = False) -> None:
+    def __init__(self, root: Path, query: str, log: Callable[[str], None], models: bool = False,
+                 images: Path | None = None) -> None:
+        """`root` holds the manifest and lock; `images` is where files are (None: an object store,
+        where an upload that completed survives a power loss and needs no re-check)."""
         self.root = root
+        self.images = images
         self.query = query
         self.models = models
         self.log = log
@@ -71,9 +75,10 @@ class Mirror:
 
     async def _recheck_unverified(self) -> None:
         """Done records written after the last group commit: keep only those whose file is intact."""
-        if not self.state.unverified:
+        if not self.state.unverified or self.images is None:
+            self.state.unverified = []
             return
-        lost = await asyncio.to_thread(_damaged, self.root, self.state.unverified)
+        lost = await asyncio.to_thread(_damaged, self.images, self.state.unverified)
         for record in lost:
             self.state.forget(record)
         self.state.unverified = []
@@ -85,11 +90,7 @@ class Mirror:
 def _damaged(root: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     damaged = []
     for record in records:
-        try:
-            with open(root / str(record.get("path")), "rb") as f:
-                if hashlib.file_digest(f, "sha256").hexdigest() == record.get("sha256"):
-                    continue
-        except OSError:
-            pass
-        damaged.append(record)
+        found = file_digest(root / str(record.get("path")))
+        if found is None or found[0] != record.get("sha256"):
+            damaged.append(record)
     return damaged

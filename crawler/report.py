@@ -5,7 +5,8 @@ Both stream the manifest and never write to the mirror, so they are safe while a
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,31 +96,39 @@ class Problem:
     what: str  # "missing" | "mismatch" | "unreadable"
 
 
-def verify(root: Path) -> tuple[int, list[Problem]]:
-    """Re-hash every done file against its record; (files checked, problems)."""
+async def verify(root: Path, store: Any, concurrency: int = 8) -> tuple[int, list[Problem]]:
+    """Re-hash every done image in `store` (disk or object store) against its record in the manifest
+    under `root`; (images checked, problems)."""
     checked = 0
     problems: list[Problem] = []
-    for key, record in effective_images(root).items():
-        if record.get("status") != "done":
-            continue
-        rel = str(record.get("path") or "")
-        checked += 1
-        path = root / rel
-        # A record pointing outside the mirror is itself a problem; never follow it.
-        if not rel or ".." in Path(rel).parts or Path(rel).is_absolute():
-            problems.append(Problem(key, rel, "unreadable"))
-            continue
+    gate = asyncio.Semaphore(concurrency)
+
+    async def check(key: Any, rel: str, sha256: Any) -> None:
         try:
-            with open(path, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-        except FileNotFoundError:
-            problems.append(Problem(key, rel, "missing"))
-            continue
+            found = await store.digest(rel)
         except OSError:
             problems.append(Problem(key, rel, "unreadable"))
-            continue
-        if digest != record.get("sha256"):
+            return
+        finally:
+            gate.release()
+        if found is None:
+            problems.append(Problem(key, rel, "missing"))
+        elif found[0] != sha256:
             problems.append(Problem(key, rel, "mismatch"))
+
+    async with asyncio.TaskGroup() as group:
+        for key, record in effective_images(root).items():
+            if record.get("status") != "done":
+                continue
+            rel = str(record.get("path") or "")
+            checked += 1
+            # A record pointing outside the mirror is itself a problem; never follow it.
+            if not rel or ".." in Path(rel).parts or Path(rel).is_absolute():
+                problems.append(Problem(key, rel, "unreadable"))
+                continue
+            await gate.acquire()  # bounds the tasks alive at once; released by each when its read ends
+            group.create_task(check(key, rel, record.get("sha256")))
+    problems.sort(key=lambda p: str(p.key))
     return checked, problems
 
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from crawler import report
+from crawler.disk_store import DiskStore
 from crawler.crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Crawl
 from crawler.simulator import FaultConfig
 
@@ -22,7 +23,7 @@ async def test_complete_mirror_equals_the_catalogue(sim_factory, tmp_path):
     assert outcome.reason == "feed-ended" and outcome.exit_code == EXIT_OK
     assert len(expected) > 300
     assert_complete(tmp_path, expected)
-    assert report.verify(tmp_path) == (len(expected), [])
+    assert await report.verify(tmp_path, DiskStore(tmp_path)) == (len(expected), [])
 
 
 async def test_default_query_is_pg_only_like_the_api(sim_factory, tmp_path):

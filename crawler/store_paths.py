@@ -1,0 +1,75 @@
+"""Where images go, as the user wrote it: a local directory (plain path or file://) or an fsspec URL."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import unquote, urlsplit
+
+import orjson
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def is_remote(url: str) -> bool:
+    """s3://, gs://, memory:// ... are object stores; a plain path or file:// URL is a local directory."""
+    match = _SCHEME.match(url)
+    return bool(match) and match.group(1).lower() not in ("file", "local")
+
+
+def local_path(url: str) -> Path:
+    if is_remote(url):
+        raise ValueError(f"{url} is not a local path")
+    if _SCHEME.match(url):
+        return Path(unquote(urlsplit(url).path))
+    return Path(url).expanduser()
+
+
+def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings as fsspec keyword arguments: true/false, numbers and JSON become values,
+    dotted keys nest (`client_kwargs.region_name=x` -> {"client_kwargs": {"region_name": "x"}})."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        target = options
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"{key}: {part} is already set to a value")
+            target = child
+        target[leaf] = _value(raw)
+    return options
+
+
+def _value(raw: str) -> Any:
+    text = raw.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d*", text):
+        return float(text)
+    if text[:1] in ("{", "["):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise ValueError(f"{raw!r} looks like JSON but does not parse") from None
+    return raw
+
+
+def make_store(out: str, storage_options: dict[str, Any]) -> Any:
+    """The store images are written to: a DiskStore for a directory, a RemoteStore (fsspec) for a URL."""
+    if is_remote(out):
+        try:
+            from .store import RemoteStore
+        except ImportError as e:  # fsspec or the backend (s3fs, gcsfs) is not installed
+            from .config import ConfigError
+            raise ConfigError(f"--out {out} needs fsspec and its backend: pip install 'civitai-mirror[s3]' ({e})") from None
+        return RemoteStore(out, storage_options)
+    from .disk_store import DiskStore
+    return DiskStore(local_path(out))
