@@ -155,7 +155,15 @@ def _crawl(args: argparse.Namespace) -> int:
     cfg = config_mod.build(args.out, cli_values, args.config, state=args.state)
     if args.dry_run:
         return _run_loop(_dry_run_async(cfg))
+    _join_ray(cfg)
     return _run_loop(_crawl_async(cfg))
+
+
+def _join_ray(cfg: config_mod.CrawlConfig) -> None:
+    """Before our signal handlers are installed, so that Ray's start-up cannot replace them."""
+    if cfg.executor == "ray":
+        from . import ray_executor
+        ray_executor.connect(cfg)
 
 
 async def _dry_run_async(cfg: config_mod.CrawlConfig) -> int:
@@ -281,6 +289,7 @@ def _follow(args: argparse.Namespace) -> int:
         raise ConfigError("--metrics-port must be 0..65535")
     settings = FollowSettings(interval=_duration(args.interval, "--interval"), passes=args.passes,
                               compact_above=_size(args.compact_above, "--compact-above"))
+    _join_ray(cfg)
     return _run_loop(_follow_async(replace(cfg, sort="Newest"), settings, args.metrics_port, args.metrics_addr))
 
 

@@ -91,6 +91,7 @@ class Crawl:
         self._feed: Feed | None = None
         self._downloader: Downloader | None = None  # the local executor's
         self._executor: Any = None  # ray_executor.RayDispatch with --executor ray
+        self._consumers = cfg.concurrency
         self._state: ResumeState | None = None
         self._store: Any = None
         self._invalid_logged = 0
@@ -135,6 +136,17 @@ class Crawl:
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    # What an executor needs of the crawl: the jobs, whether to go on, and `settle()` for each result.
+    @property
+    def queue(self) -> asyncio.Queue[Job | None]:
+        return self._queue
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def stopped(self) -> None:
+        await self._stop.wait()
 
     async def run(self) -> Outcome:
         async with Mirror(self.cfg.state, self.query, self.log, models=self.cfg.source == "models",
@@ -216,8 +228,10 @@ class Crawl:
         async with asyncio.TaskGroup() as group:
             if self._executor is not None:
                 workers = self._executor.start(group)
+                self._consumers = 1  # the executor's feeder
             else:
                 workers = [group.create_task(self._work(self._downloader)) for _ in range(self.cfg.concurrency)]
+                self._consumers = len(workers)
             producer = group.create_task(self._produce(state, start, selector))
             supervisor = group.create_task(self._supervise(producer, workers))
             flusher = group.create_task(self._flush_periodically())
@@ -317,7 +331,7 @@ class Crawl:
         except DiskFull as e:
             self.request_stop("disk-full", f"disk full: {e.strerror}")
             return
-        for _ in range(self.cfg.concurrency):
+        for _ in range(self._consumers):  # one end-of-feed mark per consumer of the queue
             await self._queue.put(None)
 
     def _record_refs(self, selector: Selector) -> None:
