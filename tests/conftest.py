@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,30 @@ def flags_list(api_base: str, **flags: Any) -> list[str]:
 
 def dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray (ray.init(num_cpus=2)) on loopback, shared by the tests; yields its address for --ray-address."""
+    import logging
+    # Before Ray is imported: a single-machine cluster binds 127.0.0.1, not the default route's address.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        import ray
+    except ImportError:
+        pytest.skip("Ray is not installed (pip install '.[ray]')")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    except Exception as e:  # pragma: no cover - depends on the machine
+        pytest.skip(f"Ray cannot start here: {e}")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def wait_for_ray_cpus(cpus: float = 2, limit: float = 60.0) -> None:
+    """Until actors of a killed driver are gone and their CPUs free again."""
+    import ray
+    deadline = time.monotonic() + limit
+    while ray.available_resources().get("CPU", 0) < cpus:
+        assert time.monotonic() < deadline, f"Ray still holds CPUs: {ray.available_resources()}"
+        time.sleep(0.2)
