@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
@@ -18,10 +19,13 @@ import orjson
 
 from . import config as config_mod
 from . import export as export_mod
+from . import partitions as partitions_mod
 from . import report
 from .config import ConfigError
 from .crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Crawl
 from .lock import LockBusy
+from .pages import FeedStopped
+from .retry import RequestFailed
 
 PROG = "civitai-mirror"
 
@@ -49,7 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags, with _); flags win over it")
     crawl.add_argument("--dry-run", action="store_true", help="walk the pages (at the API rate), fetch no image, write "
                        "nothing, and print what a crawl would fetch and an estimate of its size")
+    crawl.add_argument("--plan", metavar="FILE", help="run the partitions of a plan (made by `civitai-mirror plan`) as "
+                       "parallel cursor chains into this one mirror, each with its own checkpoints")
     config_mod.add_arguments(crawl)
+
+    plan = commands.add_parser("plan", help="split one query into partitions that a crawl runs as parallel cursor chains",
+                               description="Write a plan: the query (the crawl flags below) split by creator, base model, "
+                               "model version or period window. `crawl --plan FILE` runs every partition as its own "
+                               "cursor chain, in parallel, into one mirror; they share --api-rps, so partitions help "
+                               "where one chain is slowed by the API's latency, not past the rate limit.")
+    plan.add_argument("--by", required=True, choices=partitions_mod.BY, help="username, base-model, model-version: one "
+                      "partition per --value; period: Day, then Week, Month, Year and all time each without the shorter "
+                      "window (measured from the newest item, one API request)")
+    plan.add_argument("--value", action="append", default=[], metavar="V", help="a value to split by (repeatable)")
+    plan.add_argument("--to", required=True, metavar="FILE", help="where to write the plan (JSON)")
+    plan.add_argument("--overlap", default="1d", metavar="DURATION", help="--by period: how far windows overlap, "
+                      "which is how long after planning a crawl may still use the plan (default: 1d)")
+    plan.add_argument("--config", metavar="FILE", help="TOML file of settings; flags win over it")
+    config_mod.add_arguments(plan)
 
     follow = commands.add_parser("follow", help="keep a mirror current: a newest-first pass every --interval, forever",
                                  description="Run as a service: the first pass is a full crawl (resumable), each later "
@@ -123,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "crawl":
             return _crawl(args)
+        if args.command == "plan":
+            return _plan(args)
         if args.command == "follow":
             return _follow(args)
         if args.command == "compact":
@@ -153,10 +176,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _crawl(args: argparse.Namespace) -> int:
     cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
     cfg = config_mod.build(args.out, cli_values, args.config, state=args.state)
+    partitions = None
+    if args.plan:
+        if args.dry_run:
+            raise ConfigError("--dry-run does not take --plan; dry-run the query itself")
+        partitions, header = partitions_mod.load(Path(args.plan))
+        for partition in partitions:
+            partitions_mod.apply_partition(cfg, partition)  # every partition valid before anything starts
+        if orjson.loads(orjson.dumps(cfg.query_summary())) != header.get("query"):
+            raise ConfigError(f"--plan {args.plan} was made for the query {header.get('query')}, this crawl asks "
+                              f"{cfg.query_summary()}: give the same query flags")
+        warning = partitions_mod.stale(header)
+        if warning:
+            sys.stderr.write(f"{PROG}: warning: {warning}\n")
     if args.dry_run:
         return _run_loop(_dry_run_async(cfg))
     _join_ray(cfg)
-    return _run_loop(_crawl_async(cfg))
+    return _run_loop(_crawl_async(cfg, partitions))
 
 
 def _join_ray(cfg: config_mod.CrawlConfig) -> None:
@@ -190,8 +226,31 @@ def _config_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _crawl_async(cfg: config_mod.CrawlConfig) -> int:
-    crawl = Crawl(cfg)
+def _plan(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+    cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
+    cfg = config_mod.build(".", cli_values, args.config)  # only the query is used: nothing is written but the plan
+    overlap = timedelta(seconds=_duration(args.overlap, "--overlap"))
+    newest = None
+    if args.by == "period":
+        partitions_mod.split(cfg, args.by, args.value, datetime.now(timezone.utc), overlap)  # usage errors first
+        try:
+            newest = _run_loop(partitions_mod.newest_created(cfg))
+        except (RequestFailed, FeedStopped) as e:
+            sys.stderr.write(f"{PROG}: error: could not read the newest item of the feed: {e}\n")
+            return EXIT_FAILED
+    partitions = partitions_mod.split(cfg, args.by, args.value, newest, overlap)
+    partitions_mod.save(Path(args.to), cfg, args.by, partitions, overlap)
+    print(f"wrote {len(partitions)} partition(s) to {args.to}" + (f" (windows from the newest item, {newest.isoformat()})"
+                                                                  if newest else ""))
+    for partition in partitions:
+        print(f"  {partition.name}: {partition.settings}")
+    print(f"run them: {PROG} crawl --plan {args.to} --out DIR [the same query flags]")
+    return EXIT_OK
+
+
+async def _crawl_async(cfg: config_mod.CrawlConfig, partitions: list | None = None) -> int:
+    crawl = Crawl(cfg, partitions=partitions)
     with _signals(crawl.log, crawl.request_stop, crawl.force_exit):
         outcome = await crawl.run()
     return outcome.exit_code

@@ -31,7 +31,9 @@ from .limits import HostGate
 from .logs import Logger
 from .mirror import Mirror
 from .manifest import MANIFEST_NAME, DiskFull, ManifestWriter, ResumeState
-from .pages import Feed, FeedStopped, Position
+from .keys import KeySet
+from .pages import Feed, FeedCounters, FeedStopped, Position
+from .partitions import Partition, apply_partition, plan_identity
 from .progress import CrawlStats, line, show
 from .retry import Fatal, RequestFailed, RetryPolicy
 from .store_errors import StoreError
@@ -43,6 +45,18 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Reasons after which everything asked for was attempted.
 SNAPSHOT_EVERY = 250_000  # records between resume snapshots during a run
 COMPLETE = ("feed-ended", "max-images", "max-pages", "since-reached")
+
+
+@dataclass(slots=True)
+class Chain:
+    """One cursor chain: the whole query, or one partition of a plan, with its own checkpoints."""
+
+    cfg: CrawlConfig  # the crawl's settings with the partition's applied
+    query: str  # its identity: checkpoints are recorded and resumed per chain
+    name: str
+    ledger: PageLedger
+    start: Position | None = None
+    feed: Feed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +84,9 @@ class Crawl:
     def __init__(self, cfg: CrawlConfig, log: TextIO = sys.stderr, seed: int | None = None, *,
                  resume: bool = True, retry_due: Callable[[dict[str, Any]], bool] | None = None,
                  track_newest: bool = False, query: str | None = None, quiet: bool = False,
-                 **log_context: Any) -> None:
+                 partitions: list[Partition] | None = None, **log_context: Any) -> None:
+        """`partitions`: a plan (`civitai-mirror plan`): each runs as its own cursor chain, in parallel,
+        into this one mirror, sharing the API rate, the queue and the done-set."""
         self.cfg = cfg
         self.log_stream = log
         self.logger = Logger(log, cfg.log_format, **log_context)
@@ -87,14 +103,28 @@ class Crawl:
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(2 * cfg.concurrency, 64))
         self._writer: ManifestWriter | None = None
         self._commits: GroupCommit | None = None
-        self._ledger = PageLedger(self._checkpoint)
-        self._feed: Feed | None = None
+        self.chains = self._make_chains(partitions)
+        if partitions:
+            self.query = plan_identity([chain.query for chain in self.chains])
+        self._api_counters = FeedCounters()  # all chains' requests and pages together
         self._downloader: Downloader | None = None  # the local executor's
         self._executor: Any = None  # ray_executor.RayDispatch with --executor ray
         self._consumers = cfg.concurrency
         self._state: ResumeState | None = None
         self._store: Any = None
         self._invalid_logged = 0
+
+    def _make_chains(self, partitions: list[Partition] | None) -> list[Chain]:
+        def chain(cfg: CrawlConfig, query: str, name: str) -> Chain:
+            made = Chain(cfg, query, name, PageLedger(lambda page, following: self._checkpoint(made, page, following)))
+            return made
+        if not partitions:
+            return [chain(self.cfg, self.query, "")]
+        chains = []
+        for partition in partitions:
+            cfg = apply_partition(self.cfg, partition)
+            chains.append(chain(cfg, cfg.query_identity(), partition.name))
+        return chains
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,7 +157,7 @@ class Crawl:
     @property
     def counters(self) -> tuple[Any, Any]:
         """(API counters, CDN counters) of the running pass, for metrics; None before it starts."""
-        return (self._feed.counters if self._feed else None, self._cdn_counters())
+        return (self._api_counters, self._cdn_counters())
 
     def _cdn_counters(self) -> Any:
         if self._executor is not None:
@@ -180,22 +210,34 @@ class Crawl:
             raise ConfigError(f"--out {cfg.out}: {e}") from None
         if cleared and store.remote:
             self.log(f"aborted {cleared} unfinished upload(s) left by a killed run")
-        resume = state.resume_position() if self.resume else None
-        start = Position.from_record(resume) if resume else None
-        self._writer.append({"kind": "run", "event": "start", "query": self.query, "params": cfg.query_summary(),
-                             "settings": config_mod.describe(cfg), "resume": start.to_record() if start else None,
-                             "t": time.time()})
+        resumed = []
+        for chain in self.chains:
+            resume = state.resume_position(chain.query) if self.resume else None
+            chain.start = Position.from_record(resume) if resume else None
+            if resume:
+                resumed.append(f"{chain.name + ' ' if chain.name else ''}after checkpoint page {resume.get('page')}")
+        start = self.chains[0].start
+        record: dict[str, Any] = {"kind": "run", "event": "start", "query": self.query, "params": cfg.query_summary(),
+                                  "settings": config_mod.describe(cfg), "resume": start.to_record() if start else None,
+                                  "t": time.time()}
+        if len(self.chains) > 1:
+            record["partitions"] = [{"name": c.name, "query": c.query, "params": c.cfg.query_summary()} for c in self.chains]
+        self._writer.append(record)
         if not self.quiet:
-            self.log(f"crawl {redact(cfg.api_base)} query {cfg.query_summary()}: {len(state.done)} done, "
-                     f"{len(state.failed)} to retry" + (f", resuming after checkpoint page {resume.get('page')}" if resume else ""))
+            what = f"query {cfg.query_summary()}" if len(self.chains) == 1 else f"{len(self.chains)} partitions of a plan"
+            self.log(f"crawl {redact(cfg.api_base)} {what}: {len(state.done)} done, "
+                     f"{len(state.failed)} to retry" + (f", resuming {', '.join(resumed)}" if resumed else ""))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
         policy = RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=4)) as api_session:
-                self._feed = Feed(api_session, cfg.api_base, cfg.api_params(), HostGate(cfg.api_rps), policy, self.rng,
-                                  cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages, cfg.endpoint())
+                api_gate = HostGate(cfg.api_rps)  # one API rate for every chain
+                for chain in self.chains:
+                    c = chain.cfg
+                    chain.feed = Feed(api_session, c.api_base, c.api_params(), api_gate, policy, self.rng, c.api_key,
+                                      config_mod.USER_AGENT, c.max_empty_pages, c.endpoint(), self._api_counters)
                 try:
-                    await self._pipeline(state, start, policy)
+                    await self._pipeline(state, policy)
                 except DiskFull as e:  # raised by a manifest write outside the workers
                     self._finish("disk-full", f"disk full: {e.strerror}")
         finally:
@@ -207,9 +249,11 @@ class Crawl:
             self.log(f"warning: the last group commit failed: {e.strerror or e}")
         return outcome
 
-    async def _pipeline(self, state: ResumeState, start: Position | None, policy: RetryPolicy) -> None:
-        selector = Selector(self.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest,
-                            state.refs, state.by_uuid)
+    async def _pipeline(self, state: ResumeState, policy: RetryPolicy) -> None:
+        queued = KeySet()  # shared: an image listed by two chains is fetched once
+        selectors = [Selector(chain.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest,
+                              state.refs, state.by_uuid, chain=n, queued=queued)
+                     for n, chain in enumerate(self.chains)]
         async with contextlib.AsyncExitStack() as stack:
             if self.cfg.executor == "ray":
                 from .ray_executor import RayDispatch
@@ -222,9 +266,9 @@ class Crawl:
                     connector=aiohttp.TCPConnector(limit=self.cfg.concurrency, ttl_dns_cache=300)))
                 self._downloader = Downloader(cdn_session, HostGate(self.cfg.cdn_rps), policy, self._store,
                                               self.cfg.allowed_hosts, self.cfg.max_bytes, config_mod.USER_AGENT, self.rng)
-            await self._run_tasks(state, start, selector)
+            await self._run_tasks(state, selectors)
 
-    async def _run_tasks(self, state: ResumeState, start: Position | None, selector: Selector) -> None:
+    async def _run_tasks(self, state: ResumeState, selectors: list[Selector]) -> None:
         async with asyncio.TaskGroup() as group:
             if self._executor is not None:
                 workers = self._executor.start(group)
@@ -232,7 +276,7 @@ class Crawl:
             else:
                 workers = [group.create_task(self._work(self._downloader)) for _ in range(self.cfg.concurrency)]
                 self._consumers = len(workers)
-            producer = group.create_task(self._produce(state, start, selector))
+            producer = group.create_task(self._produce(state, selectors))
             supervisor = group.create_task(self._supervise(producer, workers))
             flusher = group.create_task(self._flush_periodically())
             committer = group.create_task(self._commit_periodically())
@@ -241,7 +285,7 @@ class Crawl:
             await asyncio.wait(workers)
             for task in (producer, supervisor, flusher, committer, display):
                 task.cancel()
-        self.newest = selector.newest
+        self.newest = selectors[0].newest
 
     async def _commit_periodically(self) -> None:
         assert self._commits is not None
@@ -285,10 +329,10 @@ class Crawl:
         if not self.logger.json:
             return {}
         return {"done": self.stats.done, "failed": self.stats.failed, "gone": self.stats.gone, "bytes": self.stats.bytes,
-                "queue": self._queue.qsize(), "pages": self._feed.counters.pages if self._feed else 0}
+                "queue": self._queue.qsize(), "pages": self._api_counters.pages}
 
     def _snapshot(self) -> tuple[int, int, str]:
-        pages = self._feed.counters.pages if self._feed else 0
+        pages = self._api_counters.pages
         extra = ""
         total = self.cfg.max_images
         if total:
@@ -300,39 +344,64 @@ class Crawl:
 
     # -- producer ------------------------------------------------------------------------------
 
-    async def _produce(self, state: ResumeState, start: Position | None, selector: Selector) -> None:
-        assert self._feed is not None
+    async def _produce(self, state: ResumeState, selectors: list[Selector]) -> None:
+        first = selectors[0]
+        for record in list(state.failed.values()):
+            if self.retry_due is not None and not self.retry_due(record):
+                continue
+            source = record.get("source") if isinstance(record.get("source"), str) else None
+            job = first.job(record.get("item"), None, source)
+            if job is not None and first.claim(job):
+                self.stats.retried_failures += 1
+                await self._queue.put(job)
+        if len(self.chains) == 1:
+            ends = [await self._produce_chain(self.chains[0], first)]
+        else:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._produce_chain(c, s)) for c, s in zip(self.chains, selectors)]
+            ends = [task.result() for task in tasks]
+        if self._stop.is_set():
+            return  # a stop (signal, disk) was requested and gave its own reason
+        self._finish(*self._combine(ends))
+        for _ in range(self._consumers):  # one end-of-feed mark per consumer of the queue
+            await self._queue.put(None)
+
+    def _combine(self, ends: list[tuple[str, str]]) -> tuple[str, str]:
+        """The crawl's reason from its chains': the first that did not complete, else they all did."""
+        if len(ends) == 1:
+            return ends[0]
+        named = [(chain.name, reason, message) for chain, (reason, message) in zip(self.chains, ends)]
+        for name, reason, message in named:
+            if reason not in COMPLETE:
+                return reason, f"partition {name}: {message}"
+        reasons = [reason for _n, reason, _m in named]
+        counts = ", ".join(f"{r}: {reasons.count(r)}" for r in dict.fromkeys(reasons))
+        reason = "feed-ended" if set(reasons) == {"feed-ended"} else next(r for r in reasons if r != "feed-ended")
+        return reason, f"all {len(ends)} partitions ended ({counts}) after {self._api_counters.pages} page(s)"
+
+    async def _produce_chain(self, chain: Chain, selector: Selector) -> tuple[str, str]:
+        """Page one chain into the queue; returns why it stopped."""
+        feed = chain.feed
+        assert feed is not None
         try:
-            for record in list(state.failed.values()):
-                if self.retry_due is not None and not self.retry_due(record):
-                    continue
-                source = record.get("source") if isinstance(record.get("source"), str) else None
-                job = selector.job(record.get("item"), None, source)
-                if job is not None and selector.claim(job):
-                    self.stats.retried_failures += 1
-                    await self._queue.put(job)
-            async for batch in plan(self._feed, selector, start):
+            async for batch in plan(feed, selector, chain.start):
                 self._record_refs(selector)
                 # Opened before its jobs are queued, so a fast worker can never settle an unknown page.
-                self._ledger.open_page(batch.page.number, len(batch.jobs), batch.following)
+                chain.ledger.open_page(batch.page.number, len(batch.jobs), batch.following)
                 for job in batch.jobs:
                     await self._queue.put(job)
                 if batch.stop is not None:
-                    self._finish(*batch.stop)
-                    break
-            else:
-                self._finish("feed-ended", f"the feed ended (no next cursor) after {self._feed.counters.pages} page(s)")
+                    return batch.stop
+            return "feed-ended", f"the feed ended (no next cursor) after {feed.counters.pages} page(s)"
         except FeedStopped as e:
-            self._finish(e.reason, str(e))
+            return e.reason, str(e)
         except Fatal as e:
-            self._finish("api-refused", f"{e.detail or e.reason} (last request {self._feed.counters.last_url})")
+            return "api-refused", f"{e.detail or e.reason} (last request {feed.counters.last_url})"
         except RequestFailed as e:
-            self._finish("api-error", f"API error outlived the retries: {e} (last request {self._feed.counters.last_url})")
+            return "api-error", f"API error outlived the retries: {e} (last request {feed.counters.last_url})"
         except DiskFull as e:
             self.request_stop("disk-full", f"disk full: {e.strerror}")
-            return
-        for _ in range(self._consumers):  # one end-of-feed mark per consumer of the queue
-            await self._queue.put(None)
+            return "disk-full", f"disk full: {e.strerror}"
 
     def _record_refs(self, selector: Selector) -> None:
         """An image already mirrored (or queued) reached again from another model version: note the source."""
@@ -346,10 +415,12 @@ class Crawl:
             self._invalid_logged += 1
             self.log(f"skipping an item the API sent that cannot be mirrored: {why}")
 
-    def _checkpoint(self, page: int, following: Position | None) -> None:
+    def _checkpoint(self, chain: Chain, page: int, following: Position | None) -> None:
         assert self._writer is not None
-        record: dict[str, Any] = {"kind": "checkpoint", "query": self.query, "page": page, "end": following is None,
+        record: dict[str, Any] = {"kind": "checkpoint", "query": chain.query, "page": page, "end": following is None,
                                   "t": time.time()}
+        if chain.name:
+            record["partition"] = chain.name
         record.update((following or Position()).to_record())
         self._writer.append(record)
 
@@ -402,13 +473,14 @@ class Crawl:
         except DiskFull as e:
             self.request_stop("disk-full", f"disk full: {e.strerror}; free space and rerun to resume")
             return False
-        self._ledger.settle(job.page)
+        self.chains[job.chain].ledger.settle(job.page)
         return True
 
     # -- the end -------------------------------------------------------------------------------
 
     def _conclude(self) -> Outcome:
-        assert self._writer is not None and self._feed is not None
+        assert self._writer is not None
+        api = self._api_counters
         reason, message = self._reason or ("interrupted", "stopped before the feed ended")
         if reason == "interrupted":
             code = EXIT_INTERRUPTED
@@ -418,8 +490,7 @@ class Crawl:
             code = EXIT_FAILED
         counts = self.stats.as_dict()
         cdn = self._cdn_counters()
-        counts.update(api_requests=self._feed.counters.requests, api_retries=self._feed.counters.retries,
-                      api_throttled=self._feed.counters.throttled, pages=self._feed.counters.pages,
+        counts.update(api_requests=api.requests, api_retries=api.retries, api_throttled=api.throttled, pages=api.pages,
                       cdn_requests=cdn.requests if cdn else 0, cdn_retries=cdn.retries if cdn else 0,
                       cdn_throttled=cdn.throttled if cdn else 0)
         try:
@@ -433,7 +504,7 @@ class Crawl:
             pass  # the stop reason already says the disk is full; everything earlier was written
         if self.quiet:
             return Outcome(reason, message, self.stats, code)
-        self.log(line(self.stats, self._queue.qsize(), self._feed.counters.pages))
+        self.log(line(self.stats, self._queue.qsize(), api.pages))
         self.log(f"stopped: {message}")
         if self.stats.failed:
             self.log(f"{self.stats.failed} image(s) failed ({dict(self.stats.failures)}); `civitai-mirror status` lists them, "

@@ -23,6 +23,7 @@ class Job:
     item: dict[str, Any]
     page: int | None  # the feed page it came from; None for a retry of an earlier failure
     source: str | None = None  # model images: "model:M/version:V"; None for the /images feed
+    chain: int = 0  # which cursor chain (partition of a plan) listed it: whose page `page` is
 
 
 class InvalidItem(ValueError):
@@ -33,7 +34,8 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def make_job(item: Any, width: int | None, original: bool, page: int | None, source: str | None = None) -> Job:
+def make_job(item: Any, width: int | None, original: bool, page: int | None, source: str | None = None,
+             chain: int = 0) -> Job:
     if not isinstance(item, dict):
         raise InvalidItem("item is not an object")
     url = item.get("url")
@@ -55,7 +57,7 @@ def make_job(item: Any, width: int | None, original: bool, page: int | None, sou
     except urls.BadImageUrl:
         target = url  # cannot resize an unknown URL form; fetch it as given rather than drop it
     return Job(key=key, id=ident, uuid=uuid, url=target, width=_expected_width(item, url, width, original), item=item,
-               page=page, source=source)
+               page=page, source=source, chain=chain)
 
 
 def _expected_width(item: dict[str, Any], url: str, width: int | None, original: bool) -> int | None:

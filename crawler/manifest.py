@@ -173,15 +173,18 @@ class ResumeState:
             self.high_waters[record["query"]] = record["created_at"]
 
     def for_query(self, query: str) -> "ResumeState":
-        entries = self.checkpoints.get(query, [])
-        if self.durable_upto is None:
-            self.checkpoint = entries[-1][1] if entries else None
-        else:
+        if self.durable_upto is not None:
             self.unverified = [r for _o, r in self.tail]
-            trusted = [c for c in entries if c[0] < self.durable_upto]
-            self.checkpoint = trusted[-1][1] if trusted else None
+        self.checkpoint = self.checkpoint_of(query)
         self.high_water = self.high_waters.get(query)
         return self
+
+    def checkpoint_of(self, query: str) -> dict[str, Any] | None:
+        """The last checkpoint of `query` that can be trusted (before the last durable marker, if any)."""
+        entries = self.checkpoints.get(query, [])
+        if self.durable_upto is not None:
+            entries = [c for c in entries if c[0] < self.durable_upto]
+        return entries[-1][1] if entries else None
 
     def forget(self, record: dict[str, Any]) -> None:
         """A done record whose file did not survive: the image is to be fetched again."""
@@ -189,11 +192,13 @@ class ResumeState:
         if key is not None:
             self.done.discard(key)
 
-    def resume_position(self) -> dict[str, Any] | None:
-        """The checkpoint to continue from; None means from the start (new query, or the feed was finished)."""
-        if self.checkpoint is None or self.checkpoint.get("end"):
+    def resume_position(self, query: str | None = None) -> dict[str, Any] | None:
+        """The checkpoint to continue from (of this query, or of `query`, one chain of a plan);
+        None means from the start (new query, or the feed was finished)."""
+        checkpoint = self.checkpoint if query is None else self.checkpoint_of(query)
+        if checkpoint is None or checkpoint.get("end"):
             return None
-        return self.checkpoint
+        return checkpoint
 
 
 class ManifestWriter:

@@ -118,7 +118,8 @@ _EXPLAIN = {
 class Feed:
     def __init__(self, session: aiohttp.ClientSession, api_base: str, params: list[tuple[str, str]],
                  gate: HostGate, policy: RetryPolicy, rng: random.Random, api_key: str | None,
-                 user_agent: str, max_empty_pages: int, endpoint: Endpoint = IMAGES) -> None:
+                 user_agent: str, max_empty_pages: int, endpoint: Endpoint = IMAGES,
+                 counters: FeedCounters | None = None) -> None:
         self.session = session
         self.endpoint = endpoint
         self.url = api_base.rstrip("/") + endpoint.path
@@ -130,7 +131,7 @@ class Feed:
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.max_empty_pages = max_empty_pages
-        self.counters = FeedCounters()
+        self.counters = counters if counters is not None else FeedCounters()  # shared by a plan's chains
 
     async def pages(self, start: Position | None = None) -> AsyncIterator[Page]:
         position = start or Position()

@@ -23,13 +23,16 @@ from .progress import CrawlStats
 class Selector:
     def __init__(self, cfg: CrawlConfig, done: set[Key], gone: set[Key], stats: CrawlStats,
                  on_invalid: Callable[[str], None], track_newest: bool = False,
-                 refs: set[tuple[Key, str]] | None = None, by_uuid: dict[str, int] | None = None) -> None:
+                 refs: set[tuple[Key, str]] | None = None, by_uuid: dict[str, int] | None = None,
+                 chain: int = 0, queued: KeySet | None = None) -> None:
+        """`chain`/`queued`: one Selector per cursor chain of a plan, all sharing the run's queued keys."""
         self.cfg = cfg
+        self.chain = chain
         self.filter = ItemFilter.from_config(cfg)
         # Shared with the crawl, which adds each outcome: no copy of a done-set of millions per run.
         self.done = done
         self.gone = gone
-        self.queued = KeySet()  # this run's keys, settled or not (a first crawl may queue millions)
+        self.queued = queued if queued is not None else KeySet()  # this run's keys, settled or not
         self.stats = stats
         self.on_invalid = on_invalid
         self.track_newest = track_newest
@@ -42,7 +45,7 @@ class Selector:
 
     def job(self, item: Any, page: int | None, source: str | None = None) -> Job | None:
         try:
-            return make_job(item, self.cfg.width, self.cfg.original, page, source)
+            return make_job(item, self.cfg.width, self.cfg.original, page, source, self.chain)
         except InvalidItem as e:
             self.stats.invalid += 1
             self.on_invalid(str(e))

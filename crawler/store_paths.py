@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import orjson
 
@@ -14,6 +14,8 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 def is_remote(url: str) -> bool:
     """s3://, gs://, memory:// ... are object stores; a plain path or file:// URL is a local directory."""
+    if "::" in url.split("://", 1)[0]:
+        return True  # a chained fsspec URL (simplecache::s3://...)
     match = _SCHEME.match(url)
     return bool(match) and match.group(1).lower() not in ("file", "local")
 
@@ -21,8 +23,13 @@ def is_remote(url: str) -> bool:
 def local_path(url: str) -> Path:
     if is_remote(url):
         raise ValueError(f"{url} is not a local path")
-    if _SCHEME.match(url):
-        return Path(unquote(urlsplit(url).path))
+    match = _SCHEME.match(url)
+    if match:
+        # file:///abs is /abs, file://localhost/abs too; fsspec reads file://rel/path as a relative path.
+        rest = unquote(url[match.end():])
+        if rest.startswith("localhost/"):
+            rest = rest[len("localhost"):]
+        return Path(rest).expanduser()
     return Path(url).expanduser()
 
 
@@ -34,7 +41,8 @@ def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+            # The text itself is not shown: a mistyped option may be a secret.
+            raise ValueError(f"option {len(options) + 1} is not KEY=VALUE (a key, '=', then the value)")
         target = options
         *parents, leaf = key.split(".")
         for part in parents:
@@ -50,15 +58,15 @@ def _value(raw: str) -> Any:
     text = raw.strip()
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    if re.fullmatch(r"-?\d+", text):
+    if re.fullmatch(r"-?(0|[1-9]\d*)", text):  # not "007": a leading zero says it is text
         return int(text)
-    if re.fullmatch(r"-?\d+\.\d*", text):
+    if re.fullmatch(r"-?(0|[1-9]\d*)\.\d+", text):
         return float(text)
     if text[:1] in ("{", "["):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise ValueError(f"{raw!r} looks like JSON but does not parse") from None
+            raise ValueError("a value that starts like JSON does not parse") from None
     return raw
 
 
