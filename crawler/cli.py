@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "creator, model versions, reactions, prompt and the other generation fields) as a "
                                  "dataset. Safe while a crawl runs: it exports what was complete when it started.")
     export.add_argument("--out", required=True, metavar="DIR|URL", help="mirror directory or object store URL")
+    export.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="an fsspec option for an object "
+                        "store --out (repeatable), as for crawl")
     export.add_argument("--state", metavar="DIR", help="local directory for the manifest and lock (default: --out itself; required when --out is an object store URL)")
     export.add_argument("--format", required=True, choices=export_mod.FORMATS, help="jsonl, parquet (needs pyarrow), "
                         "webdataset (tar shards of {key}.jpg + {key}.json) or captions (a folder of images, hard-linked "
@@ -383,11 +385,21 @@ def _compact(root: Path) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    root = Path(args.out)
+    from .store_paths import is_remote, local_path, parse_storage_options
+    root = config_mod.state_root(args.out, args.state)
     _require_mirror(root)
     if args.shard_size < 1:
         raise ConfigError("--shard-size must be at least 1")
-    result = export_mod.export(root, args.format, Path(args.to), args.shard_size, args.caption_field)
+    if is_remote(args.out):
+        try:
+            images: Any = export_mod.RemoteImages(args.out, parse_storage_options(args.storage_option or ()))
+        except ImportError as e:
+            raise ConfigError(f"--out {args.out} needs fsspec and its backend: pip install 'civitai-mirror[s3]' ({e})") from None
+        except ValueError as e:
+            raise ConfigError(f"--storage-option: {e}") from None
+    else:
+        images = export_mod.LocalImages(local_path(args.out))
+    result = export_mod.export(root, args.format, Path(args.to), args.shard_size, args.caption_field, images)
     note = f" ({result.skipped_missing} skipped: file missing)" if result.skipped_missing else ""
     if args.format == "captions":
         note += (f"; {result.linked} hard-linked, {result.copied} copied, "

@@ -142,7 +142,7 @@ def _float(value: Any) -> float | None:
 
 
 class Sink(Protocol):
-    def write(self, root: Path, record: dict[str, Any], data: dict[str, Any]) -> None: ...
+    def write(self, root: Any, record: dict[str, Any], data: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -153,7 +153,7 @@ class JsonlSink:
         self.part = to.with_name(to.name + ".part")
         self._f = open(self.part, "wb")
 
-    def write(self, root: Path, record: dict[str, Any], data: dict[str, Any]) -> None:
+    def write(self, root: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
         self._f.write(orjson.dumps(data) + b"\n")
 
     def close(self) -> None:
@@ -193,7 +193,7 @@ class ParquetSink:
         self._rows: list[dict[str, Any]] = []
         self._writer = pq.ParquetWriter(self.part, self.schema, compression="zstd")
 
-    def write(self, root: Path, record: dict[str, Any], data: dict[str, Any]) -> None:
+    def write(self, root: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
         seed = data["seed"]
         if seed is not None and not -(2 ** 63) <= seed < 2 ** 63:
             data = {**data, "seed": None}  # seeds past int64 exist in the wild; meta_json keeps them
@@ -235,11 +235,18 @@ class WebDatasetSink:
             self._tar = tarfile.open(self._part, "w", format=tarfile.USTAR_FORMAT)
         return self._tar
 
-    def write(self, root: Path, record: dict[str, Any], data: dict[str, Any]) -> None:
+    def write(self, root: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
         tar = self._open()
         ext = Path(str(record["path"])).suffix.lstrip(".")
         ext = {"jpeg": "jpg"}.get(ext, ext)
-        tar.add(root / record["path"], arcname=f"{data['key']}.{ext}", recursive=False)
+        local = root.local(record["path"])
+        if local is not None:
+            tar.add(local, arcname=f"{data['key']}.{ext}", recursive=False)
+        else:
+            image = root.read(record["path"])
+            info = tarfile.TarInfo(f"{data['key']}.{ext}")
+            info.size = len(image)
+            tar.addfile(info, io.BytesIO(image))
         body = orjson.dumps(data)
         info = tarfile.TarInfo(f"{data['key']}.json")
         info.size = len(body)
@@ -280,20 +287,25 @@ class CaptionsSink:
         self.copied = 0
         self.uncaptioned = 0
 
-    def write(self, root: Path, record: dict[str, Any], data: dict[str, Any]) -> None:
+    def write(self, root: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
         caption = data.get(self.field)
         if caption is None or (isinstance(caption, str) and not caption.strip()):
             self.uncaptioned += 1
             return
-        source = root / record["path"]
-        target = self.to / f"{data['key']}{source.suffix}"
+        source = root.local(record["path"])
+        target = self.to / f"{data['key']}{Path(record['path']).suffix}"
         if not target.exists():
+            part = target.with_name(target.name + ".part")
             try:
+                if source is None:
+                    raise OSError("in an object store: copied")
                 os.link(source, target)
                 self.linked += 1
             except OSError:
-                part = target.with_name(target.name + ".part")
-                shutil.copyfile(source, part)
+                if source is not None:
+                    shutil.copyfile(source, part)
+                else:
+                    part.write_bytes(root.read(record["path"]))
                 os.replace(part, target)
                 self.copied += 1
         text = self.to / f"{data['key']}.txt"
@@ -317,7 +329,44 @@ class ExportResult:
     copied: int = 0
 
 
-def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field: str = "prompt") -> ExportResult:
+class LocalImages:
+    """The mirror's images on disk: read in place (tar.add, hard links)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def is_file(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+    def local(self, rel: str) -> Path | None:
+        return self.root / rel
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+
+class RemoteImages:
+    """The mirror's images in an object store, read through fsspec (synchronously: export is a batch job)."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any]) -> None:
+        import fsspec
+        self.url = url.rstrip("/")
+        self.fs, self.base = fsspec.core.url_to_fs(self.url, **storage_options)
+
+    def is_file(self, rel: str) -> bool:
+        return bool(self.fs.isfile(f"{self.base}/{rel}"))
+
+    def local(self, rel: str) -> Path | None:
+        return None
+
+    def read(self, rel: str) -> bytes:
+        return self.fs.cat_file(f"{self.base}/{rel}")
+
+
+def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field: str = "prompt",
+           images: LocalImages | RemoteImages | None = None) -> ExportResult:
+    """Export the mirror whose manifest is in `root`; images are read from `images` (default: `root`)."""
+    source = images if images is not None else LocalImages(root)
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}")
     if fmt != "webdataset" and to.is_dir():
@@ -342,10 +391,10 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field
             if not rel.parts or rel.is_absolute() or ".." in rel.parts:
                 missing += 1  # a record we did not write; never read outside the mirror
                 continue
-            if fmt in ("webdataset", "captions") and not (root / rel).is_file():
+            if fmt in ("webdataset", "captions") and not source.is_file(str(rel)):
                 missing += 1  # removed since it was recorded; `verify` names such files
                 continue
-            sink.write(root, record, row(record, sources.get(key_of(record))))  # type: ignore[arg-type]
+            sink.write(source, record, row(record, sources.get(key_of(record))))  # type: ignore[arg-type]
             rows += 1
     except BaseException:
         sink.abort()

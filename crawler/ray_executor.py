@@ -158,8 +158,15 @@ class RayDispatch:
 
     async def __aenter__(self) -> "RayDispatch":
         connect(self.cfg)
-        remote = ray.remote(DownloadActor).options(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0,
-                                                   scheduling_strategy="SPREAD")
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": MAX_RESTARTS, "max_task_retries": 0,
+                                   "scheduling_strategy": "SPREAD"}
+        if self.cfg.remote:
+            # The object store is found the standard way on every node; what the driver was given
+            # (credentials, endpoint) goes with the actors, since nodes may lack it.
+            aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+            if aws:
+                options["runtime_env"] = {"env_vars": aws}
+        remote = ray.remote(DownloadActor).options(**options)
         # The key goes to the API only: actors never see it.
         shipped = dataclasses.replace(self.cfg, api_key=None)
         share = self.cfg.cdn_rps / self.workers

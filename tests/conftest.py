@@ -31,10 +31,11 @@ def sim_factory():
     return make
 
 
-def crawl_config(out: Path, api_base: str, env: dict[str, str] | None = None, **flags: Any) -> config.CrawlConfig:
+def crawl_config(out: Path | str, api_base: str, env: dict[str, str] | None = None, state: Path | None = None,
+                 **flags: Any) -> config.CrawlConfig:
     values = {**FAST, **{k: (v if isinstance(v, (bool, list, tuple)) or v is None else str(v)) for k, v in flags.items()}}
     values["api_base"] = api_base
-    return config.build(out, values, None, env or {})
+    return config.build(out, values, None, env or {}, state=state)
 
 
 async def run_crawl(out: Path, api_base: str, env: dict[str, str] | None = None, **flags: Any) -> Outcome:
