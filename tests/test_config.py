@@ -66,3 +66,18 @@ def test_shipped_configs_load(tmp_path):
     assert {"default.toml", "overnight.toml"} <= {f.name for f in files}
     for f in files:
         config.build(tmp_path / "out", {}, f, {})
+
+
+def test_storage_option_values_are_never_described_and_state_is_required_for_a_url(tmp_path):
+    cfg = config.build("s3://bucket/prefix", {"storage_option": ["key=AKIASECRET", "client_kwargs.region_name=x"]},
+                       state=tmp_path / "state")
+    assert cfg.remote and cfg.state == tmp_path / "state"
+    assert cfg.storage_options() == {"key": "AKIASECRET", "client_kwargs": {"region_name": "x"}}
+    described = config.describe(cfg)
+    assert "AKIASECRET" not in repr(described) and described["storage_option"] == ["key=...", "client_kwargs.region_name=..."]
+    with pytest.raises(config.ConfigError, match="give --state DIR"):
+        config.build("s3://bucket/prefix", {})
+    local = config.build(tmp_path / "m", {})
+    assert not local.remote and local.state == tmp_path / "m" and local.out == str(tmp_path / "m")
+    with pytest.raises(config.ConfigError, match="--ray-address only applies with --executor ray"):
+        config.build(tmp_path / "m", {"ray_address": "auto"})
