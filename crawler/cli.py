@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from contextlib import contextmanager
@@ -24,7 +25,6 @@ from . import report
 from .config import ConfigError
 from .crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Crawl
 from .lock import LockBusy
-from .pages import FeedStopped
 from .retry import RequestFailed
 
 PROG = "civitai-mirror"
@@ -188,13 +188,15 @@ def _crawl(args: argparse.Namespace) -> int:
         if orjson.loads(orjson.dumps(cfg.query_summary())) != header.get("query"):
             raise ConfigError(f"--plan {args.plan} was made for the query {header.get('query')}, this crawl asks "
                               f"{cfg.query_summary()}: give the same query flags")
-        warning = partitions_mod.stale(header)
-        if warning:
-            sys.stderr.write(f"{PROG}: warning: {warning}\n")
+        expires = partitions_mod.expires(header)
+        if expires is not None and time.time() >= expires:
+            raise ConfigError(f"--plan {args.plan}: its period windows were cut {header.get('created')} and overlap by "
+                              f"{header.get('overlap_seconds', 0) / 3600:g}h, which has passed: items may have moved "
+                              "between windows. Make a new plan (done images are not fetched again)")
     if args.dry_run:
         return _run_loop(_dry_run_async(cfg))
     _join_ray(cfg)
-    return _run_loop(_crawl_async(cfg, partitions))
+    return _run_loop(_crawl_async(cfg, partitions, expires if partitions else None))
 
 
 def _join_ray(cfg: config_mod.CrawlConfig) -> None:
@@ -237,22 +239,24 @@ def _plan(args: argparse.Namespace) -> int:
     if args.by == "period":
         partitions_mod.split(cfg, args.by, args.value, datetime.now(timezone.utc), overlap)  # usage errors first
         try:
-            newest = _run_loop(partitions_mod.newest_created(cfg))
-        except (RequestFailed, FeedStopped) as e:
-            sys.stderr.write(f"{PROG}: error: could not read the newest item of the feed: {e}\n")
+            newest = _run_loop(partitions_mod.server_now(cfg))
+        except RequestFailed as e:
+            sys.stderr.write(f"{PROG}: error: could not read the API server's clock: {e}\n")
             return EXIT_FAILED
     partitions = partitions_mod.split(cfg, args.by, args.value, newest, overlap)
     partitions_mod.save(Path(args.to), cfg, args.by, partitions, overlap)
-    print(f"wrote {len(partitions)} partition(s) to {args.to}" + (f" (windows from the newest item, {newest.isoformat()})"
-                                                                  if newest else ""))
+    print(f"wrote {len(partitions)} partition(s) to {args.to}" + (
+        f" (windows measured from the API server's clock, {newest.isoformat()}; usable for {args.overlap})"
+        if newest else ""))
     for partition in partitions:
         print(f"  {partition.name}: {partition.settings}")
     print(f"run them: {PROG} crawl --plan {args.to} --out DIR [the same query flags]")
     return EXIT_OK
 
 
-async def _crawl_async(cfg: config_mod.CrawlConfig, partitions: list | None = None) -> int:
-    crawl = Crawl(cfg, partitions=partitions)
+async def _crawl_async(cfg: config_mod.CrawlConfig, partitions: list | None = None,
+                       plan_expires: float | None = None) -> int:
+    crawl = Crawl(cfg, partitions=partitions, plan_expires=plan_expires)
     with _signals(crawl.log, crawl.request_stop, crawl.force_exit):
         outcome = await crawl.run()
     return outcome.exit_code

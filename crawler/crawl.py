@@ -38,7 +38,7 @@ from .progress import CrawlStats, line, show
 from .retry import Fatal, RequestFailed, RetryPolicy
 from .store_errors import StoreError
 from .store_paths import make_store
-from .selection import Selector, plan
+from .selection import Quota, Selector, plan
 from .urls import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -84,9 +84,12 @@ class Crawl:
     def __init__(self, cfg: CrawlConfig, log: TextIO = sys.stderr, seed: int | None = None, *,
                  resume: bool = True, retry_due: Callable[[dict[str, Any]], bool] | None = None,
                  track_newest: bool = False, query: str | None = None, quiet: bool = False,
-                 partitions: list[Partition] | None = None, **log_context: Any) -> None:
+                 partitions: list[Partition] | None = None, plan_expires: float | None = None,
+                 **log_context: Any) -> None:
         """`partitions`: a plan (`civitai-mirror plan`): each runs as its own cursor chain, in parallel,
-        into this one mirror, sharing the API rate, the queue and the done-set."""
+        into this one mirror, sharing the API rate, the queue and the done-set. `plan_expires`: when
+        its period windows stop being safe (`partitions.expires`); the crawl stops there."""
+        self.plan_expires = plan_expires
         self.cfg = cfg
         self.log_stream = log
         self.logger = Logger(log, cfg.log_format, **log_context)
@@ -250,9 +253,9 @@ class Crawl:
         return outcome
 
     async def _pipeline(self, state: ResumeState, policy: RetryPolicy) -> None:
-        queued = KeySet()  # shared: an image listed by two chains is fetched once
+        queued, quota = KeySet(), Quota()  # shared: an image listed by two chains is fetched once
         selectors = [Selector(chain.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest,
-                              state.refs, state.by_uuid, chain=n, queued=queued)
+                              state.refs, state.by_uuid, chain=n, queued=queued, quota=quota)
                      for n, chain in enumerate(self.chains)]
         async with contextlib.AsyncExitStack() as stack:
             if self.cfg.executor == "ray":
@@ -279,13 +282,21 @@ class Crawl:
             producer = group.create_task(self._produce(state, selectors))
             supervisor = group.create_task(self._supervise(producer, workers))
             flusher = group.create_task(self._flush_periodically())
+            expiry = group.create_task(self._expire_plan())
             committer = group.create_task(self._commit_periodically())
             display = group.create_task(show(self.stats, self._snapshot, self.cfg.progress, self.cfg.log_interval,
                                              self.log_stream, emit=lambda text: self.log(text, **self._progress_fields())))
             await asyncio.wait(workers)
-            for task in (producer, supervisor, flusher, committer, display):
+            for task in (producer, supervisor, flusher, committer, display, expiry):
                 task.cancel()
         self.newest = selectors[0].newest
+
+    async def _expire_plan(self) -> None:
+        if self.plan_expires is None:
+            return
+        await asyncio.sleep(max(0.0, self.plan_expires - time.time()))
+        self.request_stop("plan-expired", "the plan's period windows expired (their overlap has passed): make a new "
+                          "plan and rerun with it; done images are not fetched again")
 
     async def _commit_periodically(self) -> None:
         assert self._commits is not None
@@ -470,10 +481,10 @@ class Crawl:
                 attempts = (earlier.get("attempts") or 1) + 1 if earlier else 1
                 self._writer.append({**base, "status": "failed", "reason": reason, "error": result.get("error"),
                                      "attempts": attempts, "item": job.item, "t": time.time()})
+            self.chains[job.chain].ledger.settle(job.page)  # may append a checkpoint record
         except DiskFull as e:
             self.request_stop("disk-full", f"disk full: {e.strerror}; free space and rerun to resume")
             return False
-        self.chains[job.chain].ledger.settle(job.page)
         return True
 
     # -- the end -------------------------------------------------------------------------------

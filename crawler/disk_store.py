@@ -66,7 +66,8 @@ class DiskStore:
         return f"{self._root}/{rel_path}"
 
     async def digest(self, rel_path: str) -> tuple[str, int] | None:
-        return await asyncio.to_thread(file_digest, self.root / rel_path)
+        """(sha256, size); None if there is no such file; OSError if it cannot be read."""
+        return await asyncio.to_thread(file_digest, self.root / rel_path, True)
 
     async def read(self, rel_path: str) -> bytes:
         return await asyncio.to_thread((self.root / rel_path).read_bytes)
@@ -153,11 +154,15 @@ class DiskSink:
             self._part = None
 
 
-def file_digest(path: Path) -> tuple[str, int] | None:
-    """(sha256, size) of a file, or None if it cannot be read."""
+def file_digest(path: Path, strict: bool = False) -> tuple[str, int] | None:
+    """(sha256, size) of a file; None if it is missing (or, unless `strict`, cannot be read)."""
     try:
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256")
             return digest.hexdigest(), f.tell()
+    except FileNotFoundError:
+        return None
     except OSError:
+        if strict:
+            raise
         return None

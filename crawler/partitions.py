@@ -60,7 +60,8 @@ def plan_identity(queries: list[str]) -> str:
 
 def split(cfg: CrawlConfig, by: str, values: list[str], newest: datetime | None = None,
           overlap: timedelta = timedelta(days=1)) -> list[Partition]:
-    """Partitions of `cfg`'s query: one per value, or period windows ending at `newest` (the newest item)."""
+    """Partitions of `cfg`'s query: one per value, or period windows measured back from `newest`
+    (the server's clock when the plan is made)."""
     if cfg.source != "images":
         raise ConfigError("plan splits the /images feed (--source images)")
     if by == "period":
@@ -102,11 +103,14 @@ def save(path: Path, cfg: CrawlConfig, by: str, partitions: list[Partition], ove
             "overlap_seconds": overlap.total_seconds(), "query": cfg.query_summary(),
             "partitions": [{"name": p.name, "settings": p.settings} for p in partitions]}
     part = path.with_name(path.name + ".part")
-    with open(part, "wb") as f:
-        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, path)
+    try:
+        with open(part, "wb") as f:
+            f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, path)
+    except OSError as e:
+        raise ConfigError(f"--to {path}: cannot write the plan: {e.strerror or e}") from None
 
 
 def load(path: Path) -> tuple[list[Partition], dict[str, Any]]:
@@ -135,42 +139,56 @@ def load(path: Path) -> tuple[list[Partition], dict[str, Any]]:
     return partitions, {k: v for k, v in data.items() if k != "partitions"}
 
 
-def stale(header: dict[str, Any], now: datetime | None = None) -> str | None:
-    """Period windows are cut at the plan's time: say so when the plan is older than their overlap."""
+def expires(header: dict[str, Any]) -> float | None:
+    """When a plan of period windows stops being safe (epoch seconds); None for other plans.
+
+    The windows are cut at the plan's time, but the API measures each period from the moment of each
+    request: once more time has passed than the windows overlap, an item can have left a shorter
+    period without being inside the longer window's cut yet. A crawl refuses an expired plan and
+    stops (`plan-expired`) when its plan expires while it runs; a new plan goes on from there.
+    """
     if header.get("by") != "period":
         return None
     created = normalise.parse_time(str(header.get("created")))
     overlap = header.get("overlap_seconds")
     if created is None or not isinstance(overlap, (int, float)):
-        return None
-    age = (now or datetime.now(timezone.utc)) - created
-    if age.total_seconds() <= overlap:
-        return None
-    return (f"this plan's period windows overlap by {overlap / 3600:g}h but it was made {age.total_seconds() / 3600:.1f}h "
-            "ago: items may have moved between windows; make a new plan")
+        raise ConfigError("the plan has no valid 'created' or 'overlap_seconds': make a new plan")
+    return created.timestamp() + overlap
 
 
-async def newest_created(cfg: CrawlConfig) -> datetime:
-    """The createdAt of the newest item of the query: where period windows are measured from (the
-    API measures its periods from now; the newest upload is as near to now as the feed can say)."""
+async def server_now(cfg: CrawlConfig) -> datetime:
+    """The API server's clock (its Date header), from which it measures `period`: period windows are
+    cut there, not at this machine's clock, which may be off. One request, retried like a page."""
     import random
+    from email.utils import parsedate_to_datetime
 
     import aiohttp
 
-    from .limits import HostGate
-    from .pages import Feed
-    from .retry import RetryPolicy
-    first = dataclasses.replace(cfg, sort="Newest", limit=20)
+    from .retry import Retryable, RetryPolicy, attempts
+    url = cfg.api_base.rstrip("/") + "/images"
+    headers = {"User-Agent": config_mod.USER_AGENT, "Accept": "application/json"}
+    if cfg.api_key:
+        headers["Authorization"] = f"Bearer {cfg.api_key}"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
+
+    async def ask() -> str | None:
+        try:
+            async with session.get(url, params={"limit": "1"}, headers=headers) as response:
+                if response.status == 429 or response.status >= 500:
+                    raise Retryable(f"http-{response.status}")
+                return response.headers.get("Date")
+        except aiohttp.ClientError as e:
+            raise Retryable("connection", type(e).__name__) from None
+        except TimeoutError:
+            raise Retryable("stalled") from None
+
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        feed = Feed(session, first.api_base, first.api_params(), HostGate(cfg.api_rps),
-                    RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), random.Random(), cfg.api_key,
-                    config_mod.USER_AGENT, cfg.max_empty_pages)
-        async for page in feed.pages():
-            times = [t for t in map(normalise.created_at, page.items) if t is not None]
-            if times:
-                return max(times)
-    raise ConfigError("the feed lists no item with a createdAt: nothing to split into period windows")
+        date = await attempts(ask, RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), random.Random())
+    try:
+        when = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        when = None
+    return when.astimezone(timezone.utc) if when is not None else datetime.now(timezone.utc)
 
 
 def _option(name: str, partition: str) -> config_mod.Option:

@@ -43,8 +43,14 @@ if TYPE_CHECKING:
 # Imported by `connect()`: how Ray picks its node address is read from the environment at import.
 ray: Any = None
 RayError: Any = Exception
+RayTaskError: Any = Exception
 
 BATCH = 16  # jobs per remote call: one call's overhead spread over many images, small enough to spread work
+BATCH_ATTEMPTS = 3  # a batch whose actor died this often is settled as failed (it may be what kills them)
+# What an actor needs to reach the object store as the driver does. Passed as an argument, not through
+# Ray's runtime_env, which writes its variables into the cluster's logs.
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED")
 MAX_RESTARTS = 3  # Ray restarts a dead actor this often before its slots give up
 PLACEMENT_TIMEOUT = 120.0  # seconds for the cluster to start every actor
 _SLOT_FAILURES = 5  # consecutive failed calls after which a slot stops taking batches
@@ -52,7 +58,7 @@ _SLOT_FAILURES = 5  # consecutive failed calls after which a slot stops taking b
 
 def connect(cfg: CrawlConfig) -> None:
     """Join the cluster (--ray-address) or start a local Ray sized for the actors; once per process."""
-    global ray, RayError
+    global ray, RayError, RayTaskError
     if not cfg.ray_address:
         # A private cluster on this machine keeps its traffic on loopback (Ray otherwise binds the
         # address of the default route, as a multi-node head would).
@@ -60,9 +66,10 @@ def connect(cfg: CrawlConfig) -> None:
     try:
         import ray as ray_module
         from ray.exceptions import RayError as ray_error
+        from ray.exceptions import RayTaskError as ray_task_error
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'civitai-mirror[ray]'") from None
-    ray, RayError = ray_module, ray_error
+    ray, RayError, RayTaskError = ray_module, ray_error, ray_task_error
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
@@ -80,12 +87,13 @@ def connect(cfg: CrawlConfig) -> None:
 class DownloadActor:
     """One download pool on a Ray worker: `Downloader.outcome` for each (key, url) it is sent."""
 
-    def __init__(self, cfg: CrawlConfig, index: int, rps: float, seed: int) -> None:
+    def __init__(self, cfg: CrawlConfig, index: int, rps: float, seed: int, env: dict[str, str]) -> None:
+        os.environ.update(env)  # before the store is opened: botocore reads credentials and endpoint here
         self.cfg = cfg
         self.index = index
         self.rps = rps
         self.rng = random.Random(seed)
-        self._downloader: Downloader | None = None
+        self._ready_once: asyncio.Future[Downloader] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._store: Any = None
         self._slots: asyncio.Semaphore | None = None
@@ -115,18 +123,22 @@ class DownloadActor:
             await self._store.close()
 
     async def _ready(self) -> Downloader:
-        if self._downloader is None:
-            cfg = self.cfg
-            self._store = make_store(cfg.out, cfg.storage_options())
-            await self._store.open()
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
-                                                  connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300))
-            self._slots = asyncio.Semaphore(cfg.concurrency)
-            self._downloader = Downloader(self._session, HostGate(self.rps),
-                                          RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), self._store,
-                                          cfg.allowed_hosts, cfg.max_bytes, config_mod.USER_AGENT, self.rng)
-        return self._downloader
+        # The first calls arrive together: all of them wait for one setup (one session, one gate).
+        if self._ready_once is None:
+            self._ready_once = asyncio.ensure_future(self._setup())
+        return await asyncio.shield(self._ready_once)
+
+    async def _setup(self) -> Downloader:
+        cfg = self.cfg
+        self._store = make_store(cfg.out, cfg.storage_options())
+        await self._store.open()
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
+        self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
+                                              connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300))
+        self._slots = asyncio.Semaphore(cfg.concurrency)
+        return Downloader(self._session, HostGate(self.rps),
+                          RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), self._store,
+                          cfg.allowed_hosts, cfg.max_bytes, config_mod.USER_AGENT, self.rng)
 
     def _delta(self, now: DownloadCounters) -> dict[str, int]:
         last = self._reported
@@ -155,23 +167,21 @@ class RayDispatch:
         self._idle.set()
         self._live_slots = 0
         self.requeued = 0  # jobs given back after an actor failed
+        self._attempts: dict[int, int] = {}  # id(batch) -> times its actor died holding it
+        self._down_until = [0.0] * self.workers  # per actor: loop time before which its slots take no work
 
     async def __aenter__(self) -> "RayDispatch":
         connect(self.cfg)
         options: dict[str, Any] = {"num_cpus": 1, "max_restarts": MAX_RESTARTS, "max_task_retries": 0,
                                    "scheduling_strategy": "SPREAD"}
-        if self.cfg.remote:
-            # The object store is found the standard way on every node; what the driver was given
-            # (credentials, endpoint) goes with the actors, since nodes may lack it.
-            aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-            if aws:
-                options["runtime_env"] = {"env_vars": aws}
+        # What the driver was given to reach the object store goes with the actors (nodes may have none).
+        env = {k: os.environ[k] for k in AWS_VARS if k in os.environ} if self.cfg.remote else {}
         remote = ray.remote(DownloadActor).options(**options)
         # The key goes to the API only: actors never see it.
         shipped = dataclasses.replace(self.cfg, api_key=None)
         share = self.cfg.cdn_rps / self.workers
         seed = self.crawl.rng.randrange(2**32)
-        self._actors = [remote.remote(shipped, i, share, seed + i) for i in range(self.workers)]
+        self._actors = [remote.remote(shipped, i, share, seed + i, env) for i in range(self.workers)]
         try:
             places = await asyncio.wait_for(asyncio.gather(*(_wait(a.where.remote()) for a in self._actors)),
                                             PLACEMENT_TIMEOUT)
@@ -181,6 +191,12 @@ class RayDispatch:
                               f"{PLACEMENT_TIMEOUT:.0f}s ({type(e).__name__}); does the cluster have the CPUs?") from None
         for i, (pid, node) in enumerate(places):
             self.crawl.log(f"download worker {i}: pid {pid} on {node}, {share:g} images/s")
+        here = ray.util.get_node_ip_address()
+        elsewhere = sorted({node for _pid, node in places if node != here})
+        if elsewhere and not self.cfg.remote:
+            await self._end_actors()
+            raise ConfigError(f"--out {self.cfg.out} is a local directory but download workers run on other nodes "
+                              f"({', '.join(elsewhere)}): give an object store URL (s3://bucket/prefix) as --out")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -232,15 +248,34 @@ class RayDispatch:
 
     async def _slot(self, index: int) -> None:
         actor = self._actors[index]
+        loop = asyncio.get_running_loop()
         failures = 0
         while True:
             batch = await self._batches.get()
             if batch is None or self.crawl.stopping():
                 return
+            down = self._down_until[index] - loop.time()
+            if down > 0:  # this slot's actor just failed: leave the batch to a live one, look again later
+                self._batches.put_nowait(batch)
+                await asyncio.sleep(down)
+                continue
             try:
                 results, delta = await _wait(actor.fetch.remote([(job.key, job.url) for job in batch]))
-            except RayError as e:
+            except RayTaskError as e:  # our code raised in the actor (say, the store refused it): say why
+                cause = str(e.cause if getattr(e, "cause", None) is not None else e).strip().splitlines()
+                self.crawl.request_stop("executor-failed", f"download worker {index} failed: "
+                                        f"{(cause[-1] if cause else type(e).__name__)[:300]}")
+                return
+            except RayError as e:  # the actor died or cannot be reached
                 failures += 1
+                attempts = self._attempts[id(batch)] = self._attempts.get(id(batch), 0) + 1
+                if attempts >= BATCH_ATTEMPTS:  # it may be what kills them: give it up, not every actor
+                    self.crawl.log(f"{len(batch)} image(s) failed: their download worker died {attempts} times")
+                    if not self._settle(batch, [{"status": "failed", "reason": "worker-died", "error":
+                                                 f"the download worker died {attempts} times ({type(e).__name__})"}
+                                                for _job in batch]):
+                        return
+                    continue
                 self.requeued += len(batch)
                 self._batches.put_nowait(batch)  # any live actor takes it; its permit stays taken
                 self.crawl.log(f"download worker {index} failed ({type(e).__name__}); "
@@ -248,19 +283,26 @@ class RayDispatch:
                 if failures >= _SLOT_FAILURES:
                     self._retire()
                     return
-                await asyncio.sleep(min(0.5 * 2 ** failures, 10.0))  # Ray is restarting the actor
+                # Ray is restarting the actor: none of its slots takes work until then.
+                self._down_until[index] = max(self._down_until[index], loop.time() + min(0.5 * 2 ** failures, 10.0))
                 continue
             failures = 0
             self._count(delta)
-            try:
-                for job, result in zip(batch, results):
-                    if not self.crawl.settle(job, result):
-                        return  # the disk is full or refuses writes: the crawl is stopping
-            finally:
-                self._outstanding -= 1
-                if self._outstanding == 0:
-                    self._idle.set()
-                self._permits.release()
+            if not self._settle(batch, results):
+                return  # the disk is full or refuses writes: the crawl is stopping
+
+    def _settle(self, batch: list[Job], results: list[dict[str, Any]]) -> bool:
+        self._attempts.pop(id(batch), None)
+        try:
+            for job, result in zip(batch, results):
+                if not self.crawl.settle(job, result):
+                    return False
+            return True
+        finally:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._idle.set()
+            self._permits.release()
 
     def _retire(self) -> None:
         self._live_slots -= 1

@@ -20,12 +20,21 @@ from .pages import Feed, Page, Position
 from .progress import CrawlStats
 
 
+class Quota:
+    """New images queued this run, counted across every chain of a plan: --max-images is for the crawl."""
+    __slots__ = ("taken",)
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+
 class Selector:
     def __init__(self, cfg: CrawlConfig, done: set[Key], gone: set[Key], stats: CrawlStats,
                  on_invalid: Callable[[str], None], track_newest: bool = False,
                  refs: set[tuple[Key, str]] | None = None, by_uuid: dict[str, int] | None = None,
-                 chain: int = 0, queued: KeySet | None = None) -> None:
-        """`chain`/`queued`: one Selector per cursor chain of a plan, all sharing the run's queued keys."""
+                 chain: int = 0, queued: KeySet | None = None, quota: Quota | None = None) -> None:
+        """`chain`/`queued`/`quota`: one Selector per cursor chain of a plan, all sharing the run's
+        queued keys and its --max-images count."""
         self.cfg = cfg
         self.chain = chain
         self.filter = ItemFilter.from_config(cfg)
@@ -33,6 +42,7 @@ class Selector:
         self.done = done
         self.gone = gone
         self.queued = queued if queued is not None else KeySet()  # this run's keys, settled or not
+        self.quota = quota if quota is not None else Quota()
         self.stats = stats
         self.on_invalid = on_invalid
         self.track_newest = track_newest
@@ -114,12 +124,12 @@ async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncI
     Ends after a batch with `stop`, or when the feed ends (FeedStopped/RequestFailed propagate).
     """
     cfg = selector.cfg
-    queued = 0
+    quota = selector.quota
     async for page in feed.pages(start):
         jobs = selector.select(page.items, page.number, page.sources)
         stop: tuple[str, str] | None = None
         following: Position | None | object = page.next
-        quota_left = None if cfg.max_images is None else cfg.max_images - queued
+        quota_left = None if cfg.max_images is None else cfg.max_images - quota.taken
         if quota_left is not None and len(jobs) >= quota_left:
             jobs = jobs[:quota_left]
             following = PARTIAL
@@ -130,7 +140,7 @@ async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncI
                     "(newest first): the rest of the feed is older")
         elif cfg.max_pages is not None and page.number >= cfg.max_pages and page.next is not None:
             stop = ("max-pages", f"--max-pages {cfg.max_pages} reached")
-        queued += len(jobs)
+        quota.taken += len(jobs)
         yield Batch(page, jobs, following, stop)
         if stop is not None:
             return

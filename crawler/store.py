@@ -72,7 +72,10 @@ class RemoteStore:
         self._prefix = ""  # s3 key prefix, "" or ending in "/"
 
     async def open(self) -> None:
-        import fsspec
+        try:
+            import fsspec
+        except ImportError:
+            raise StoreError(f"{self.url}: needs fsspec and its backend: pip install 'civitai-mirror[s3]'") from None
 
         protocol = fsspec.core.split_protocol(self.url)[0] or "file"
         try:
@@ -129,7 +132,8 @@ class RemoteStore:
             return 0  # other backends write only at commit: nothing partial can be left
         aborted = 0
         markers: dict[str, str] = {}
-        prefix = {"Prefix": self._prefix} if self._prefix else {}
+        # Only keys this mirror writes (under images/): other writers' uploads in the bucket are not ours.
+        prefix = {"Prefix": f"{self._prefix}images/"}
         while True:
             page = await self._call("list_multipart_uploads", **prefix, **markers)
             for upload in page.get("Uploads", []):

@@ -107,9 +107,40 @@ def test_a_plan_for_another_query_is_refused(tmp_path):
     assert result.returncode == 2 and "was made for the query" in result.stderr
 
 
-@pytest.mark.parametrize("hours, warned", [(1, False), (30, True)])
-def test_an_old_period_plan_is_flagged(hours, warned):
+def test_an_expired_period_plan_is_refused_and_a_running_crawl_stops_when_its_plan_expires(tmp_path):
     from datetime import datetime, timedelta, timezone
-    made = datetime.now(timezone.utc) - timedelta(hours=hours)
-    header = {"by": "period", "created": made.isoformat(), "overlap_seconds": 86400}
-    assert (partitions.stale(header) is not None) == warned
+    made = datetime.now(timezone.utc) - timedelta(hours=30)
+    assert partitions.expires({"by": "username"}) is None
+    assert partitions.expires({"by": "period", "created": made.isoformat(), "overlap_seconds": 86400}) < made.timestamp() + 86401
+    with SimThread(SimConfig(images=600, seed=85)) as sim:
+        plan, _parts = _plan(tmp_path, sim.api_base, "--by", "period", "--overlap", "8s")
+        data = orjson.loads(plan.read_bytes())
+        old = dict(data, created=made.isoformat())
+        stale = tmp_path / "stale.json"
+        stale.write_bytes(orjson.dumps(old))
+        code, err = _crawl(tmp_path / "m", sim.api_base, stale)
+        assert code == 2 and "make a new plan" in err.lower() and len(err.strip().splitlines()) == 1
+        # A slow crawl outlives the 8 s overlap: it stops, resumably, saying why.
+        code, err = _crawl(tmp_path / "m", sim.api_base, plan, cdn_rps=40)
+    assert code == 1, err
+    assert "plan's period windows expired" in err
+    ends = [r for r in records(tmp_path / "m") if r["kind"] == "run" and r["event"] == "end"]
+    assert ends[-1]["reason"] == "plan-expired"
+
+
+async def test_max_images_counts_across_partitions(sim_factory, tmp_path):
+    async with sim_factory(images=900, seed=86) as sim:
+        everyone = [i["username"] for i in sim.catalogue.items if i.get("username")]
+        users = [name for name, _n in Counter(everyone).most_common(3)]
+        cfg = crawl_config(tmp_path, sim.api_base, browsing_level=31, max_images=40, limit=10)
+        outcome = await Crawl(cfg, log=_NullLog(), partitions=partitions.split(cfg, "username", users)).run()
+    assert outcome.reason == "max-images"
+    assert len(done_records(tmp_path)) == 40
+
+
+async def test_simulator_states_its_clock_and_plan_reads_it(sim_factory):
+    async with sim_factory(images=50, seed=87) as sim:
+        cfg = crawl_config("unused", sim.api_base)
+        now = await partitions.server_now(cfg)
+        newest = sim.catalogue.newest_ms / 1000
+    assert abs(now.timestamp() - newest) < 1.5

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from email.utils import formatdate
+
 from aiohttp import web
 
 from .answer import json_answer, next_page
@@ -40,7 +42,11 @@ class ImagesEndpoint:
         fixed = fixed_answer(self._mode, request)
         if fixed is not None:
             return fixed
-        return json_answer(request, self._faults, lambda: self._page(request))
+        answer = json_answer(request, self._faults, lambda: self._page(request))
+        # The site's clock is its newest upload (periods are measured from it), and says so as servers
+        # do, in the Date header: a client measuring time windows reads "now" there.
+        answer.headers["Date"] = formatdate(self._catalogue.newest_ms / 1000, usegmt=True)
+        return answer
 
     def _page(self, request: web.Request) -> bytes:
         query = parse_query(request.query)
