@@ -266,3 +266,18 @@ async def test_named_part_files_where_the_filesystem_has_no_o_tmpfile(sim_factor
     assert outcome.exit_code == EXIT_OK
     assert_complete(tmp_path, expected)
     assert not list((tmp_path / ".partial").iterdir())
+
+
+async def test_a_checkpoint_write_on_a_full_disk_stops_the_crawl_with_its_reason(sim_factory, tmp_path, monkeypatch):
+    from crawler.manifest import DiskFull
+    real = Crawl._checkpoint
+
+    def failing(self, chain, page, following):  # type: ignore[no-untyped-def]
+        if page >= 2:
+            raise DiskFull(28, "no space left on the disk (test)")
+        real(self, chain, page, following)
+
+    monkeypatch.setattr(Crawl, "_checkpoint", failing)
+    async with sim_factory(images=300, seed=19) as sim:
+        outcome = await run_crawl(tmp_path, sim.api_base, browsing_level=31)
+    assert outcome.reason == "disk-full" and outcome.exit_code == EXIT_FAILED
