@@ -1,8 +1,8 @@
 """The benchmark: how fast, how lean and how polite the crawler is next to its ceilings, on this machine.
 
     .venv/bin/python bench/bench.py [--quick] [--workdir DIR] [--results FILE] [--only GROUP,...]
-    make bench                    # full: ~9-12 minutes on 2 cores (most of it the 200k crawl and the 10M resume)
-    make bench-quick              # or make bench QUICK=1: smaller sizes, ~3 minutes
+    make bench                    # full: ~11-15 minutes on 2 cores (most of it the 200k crawl and the 10M resume)
+    make bench-quick              # or make bench QUICK=1: smaller sizes, ~4 minutes
 
 Groups (each prints its part of the table; everything also goes to bench/results.json):
   ceiling  the same 5,000 simulator URLs (~50 KB) at the same concurrency into a fresh folder:
@@ -17,13 +17,20 @@ Groups (each prints its part of the table; everything also goes to bench/results
   memory   peak RSS crawling 10k vs 200k (quick: 50k) tiny images (onto tmpfs when there is room)
   resume   time from start to the first new download over a generated manifest of 1M and 10M
            (quick: 1M) done records, then again on a restart (which may use a resume snapshot)
+  ray      the same 5,000 (quick: 2,000) ~50 KB images with --executor local, and --executor ray with 1
+           and 2 actors on one local Ray head (`ray start --head --block`, 2 CPUs, 127.0.0.1, started once
+           for the group, its own token), interleaved (full: 2 rounds, best of each): wall, images/s and
+           CPU per image of driver + actors (target: ray < 1.15 x local), the head's daemons apart; CPU
+           split into start-up / transfer / exit; no Ray process outlives the group
 
 The simulator runs in its own process (bench/simserve.py, bodies pre-generated) with its CPU time
 measured per run, except for `rate` and `resume`, which need its request log with arrival times
 and run it in this process (crawler.simulator.SimThread). Every child has a timeout. The bench
 reports (PASS/MISS next to each target); it asserts nothing. Only 127.0.0.1 is contacted (apt-get
-aside, when aria2c is missing and we are root). Temporary data lives in bench/.bench-* (or
---workdir) and /dev/shm/civitai-bench-*, removed at the end; it peaks at ~4 GB (the 10M manifest).
+aside, when aria2c is missing and we are root; `ray` lists any socket of the Ray processes and
+drivers that is not on loopback). Temporary data lives in bench/.bench-* (or --workdir),
+/dev/shm/civitai-bench-* and /tmp/civitai-bench-ray-* (the Ray session), removed at the end; it
+peaks at ~4 GB (the 10M manifest).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import json
 import os
 import platform
 import pstats
+import re
 import resource
 import select
 import shutil
@@ -100,7 +108,8 @@ class ChildResult:
 class Child:
     """A subprocess in its own process group, reaped with os.wait4 (rusage) by a thread, killed at `timeout`."""
 
-    def __init__(self, cmd: list[str], log_path: Path, timeout: float, cwd: Path = ROOT) -> None:
+    def __init__(self, cmd: list[str], log_path: Path, timeout: float, cwd: Path = ROOT,
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.timed_out = False
         self.done = threading.Event()
@@ -109,7 +118,7 @@ class Child:
         with open(log_path, "wb") as log:
             self.t0 = time.monotonic()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                         env=child_env(), start_new_session=True)
+                                         env=env or child_env(), start_new_session=True)
         self.pid = self.proc.pid
         LIVE.add(self.pid)
         self.t_end = self.t0
@@ -1090,9 +1099,519 @@ def resume(args: argparse.Namespace, report: Report, work: Path) -> dict[str, An
     return {"rows": rows}
 
 
+# -- 7. Ray executor overhead ----------------------------------------------------------------------
+
+RAY_CPUS = 2
+RAY_WORKERS = (1, 2)
+WORKER_LINE = re.compile(r"download worker (\d+): pid (\d+) on (\S+?),")
+
+
+def proc_cpu_or_none(pid: int) -> float | None:
+    """utime+stime in seconds, also of a zombie (its final figure); None when the pid is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def ray_processes(head: int) -> dict[int, str]:
+    """pid -> name of the processes the Ray head started: its session, and any descendant that left it."""
+    table: dict[int, tuple[int, int, str]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        head_part, _, rest = text.rpartition(")")
+        fields = rest.split()
+        table[int(name)] = (int(fields[1]), int(fields[3]), head_part.partition("(")[2])
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found = {pid for pid, (_, sid, _) in table.items() if sid == head}
+    stack = [head, *found]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return {pid: _process_name(pid, table[pid][2]) for pid in found if pid in table}
+
+
+def _process_name(pid: int, comm: str) -> str:
+    """comm, or for a Python process the script or module it runs (Ray has several)."""
+    if not comm.startswith("python"):
+        return comm
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return comm
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "-m" and i + 1 < len(argv):
+            return "ray start" if argv[i + 1] == "ray.scripts.scripts" else argv[i + 1]
+        if arg.endswith(".py"):
+            return os.path.basename(arg)
+    return comm
+
+
+def foreign_sockets(pids: set[int]) -> list[str]:
+    """Sockets of `pids` that listen on, or talk to, anything but loopback (the bench promises 127.0.0.1 only)."""
+    import ipaddress
+    import socket
+
+    owners: dict[int, int] = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    owners[int(link[8:-1])] = pid
+        except OSError:
+            continue
+
+    def address(text: str) -> tuple[Any, int]:
+        host, port = text.split(":")
+        raw = bytes.fromhex(host)
+        if len(raw) == 4:
+            ip = ipaddress.ip_address(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+        else:
+            ip = ipaddress.ip_address(socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+            ip = getattr(ip, "ipv4_mapped", None) or ip
+        return ip, int(port, 16)
+
+    found = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            inode = int(parts[9])
+            if inode not in owners:
+                continue
+            (local, lport), (remote, rport) = address(parts[1]), address(parts[2])
+            listening = remote.is_unspecified
+            if listening and not local.is_loopback:
+                found.append(f"{table} {'listen' if table.startswith('tcp') else 'bound'} {local}:{lport} (pid {owners[inode]})")
+            elif not listening and not remote.is_loopback:
+                found.append(f"{table} {local}:{lport} -> {remote}:{rport} (pid {owners[inode]})")
+    return found
+
+
+class RayHead:
+    """`ray start --head --block` on loopback in its own session, 2 CPUs, token auth, no usage stats or dashboard.
+
+    `address` for --ray-address, `env` for its drivers, `stop()` (SIGTERM: Ray drains and ends every
+    process it started; whatever is left of its session is then killed by pid).
+    """
+
+    def __init__(self, log_path: Path, start_timeout: float = 120.0) -> None:
+        import secrets
+        # Its sockets live under the temp dir, and a Unix socket path must stay under 108 bytes: short, in /tmp.
+        self.temp = Path(tempfile.mkdtemp(prefix="civitai-bench-ray-", dir="/tmp"))
+        self.env = {**child_env(),
+                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind 127.0.0.1, not the default route's address
+                    "RAY_USAGE_STATS_ENABLED": "0",
+                    # A private token for this cluster: its drivers need it, and nothing is read from ~/.ray.
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([PY, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                                      "--num-cpus", str(RAY_CPUS), "--disable-usage-stats", "--include-dashboard=false",
+                                      "--port", "0", "--temp-dir", str(self.temp)],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=self.env, start_new_session=True)
+        self.pid = self.proc.pid
+        LIVE.add(self.pid)
+        self.leftovers: list[str] = []
+        self.address = ""
+        deadline = t0 + start_timeout
+        marker = self.temp / "ray_current_cluster"
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if marker.exists() and b"Ray runtime started" in log_path.read_bytes():
+                self.address = marker.read_text().strip()
+                break
+            time.sleep(0.1)
+        if not self.address:
+            tail = log_path.read_bytes()[-600:].decode("utf-8", "replace")
+            self.stop()
+            raise RuntimeError(f"ray start --head did not come up in {start_timeout:.0f}s "
+                               f"(rc {self.proc.returncode}): {tail!r}")
+        self.startup_s = time.monotonic() - t0
+        if not self.address.startswith("127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"the Ray head is not on 127.0.0.1: {self.address}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                kill_group(self.pid)
+                self.proc.wait(10)
+        for _ in range(50):  # its processes outlive `ray start` by a moment while they shut down
+            left = {pid: name for pid, name in ray_processes(self.pid).items() if alive(pid)}
+            if not left:
+                break
+            time.sleep(0.1)
+        else:
+            self.leftovers = [f"{name} ({pid})" for pid, name in left.items()]
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        LIVE.discard(self.pid)
+        self.log.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+class CpuSampler:
+    """utime+stime of the Ray head's processes and of watched pids (the driver) every `period` s, in a thread.
+
+    The last figure of a process is kept after it exits: the actors, killed when their driver ends,
+    are counted up to the last sample before that (at most `period` s of their CPU is missed, and
+    they are idle by then). Head processes are looked for anew every `rescan` s and on `sample(full=True)`.
+    """
+
+    def __init__(self, head: int, period: float = 0.05, rescan: float = 0.5) -> None:
+        self.head, self.period, self.rescan = head, period, rescan
+        self.lock = threading.Lock()
+        self.members: set[int] = set()
+        self.names: dict[int, str] = {}  # every head process seen, with its latest name
+        self.watch: set[int] = set()
+        self.last: dict[int, float] = {}
+        self.series: list[tuple[float, dict[int, float]]] | None = None
+        self._next_scan = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample()
+            except (OSError, ValueError, IndexError):  # a process that vanished mid-read: the next tick sees it
+                pass
+            self._stop.wait(self.period)
+
+    def sample(self, full: bool = False) -> None:
+        with self.lock:
+            now = time.monotonic()
+            if full or now >= self._next_scan:
+                found = ray_processes(self.head)
+                self.members = set(found)
+                self.names.update(found)
+                self._next_scan = now + self.rescan
+            snap = {}
+            for pid in self.members | self.watch:
+                cpu = proc_cpu_or_none(pid)
+                if cpu is not None:
+                    snap[pid] = cpu
+            self.last.update(snap)
+            if self.series is not None:
+                self.series.append((now, snap))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def series_at(series: list[tuple[float, dict[int, float]]], pid: int, t: float, before: float) -> float:
+    """The CPU of `pid` at time t, interpolated between samples; `before` ahead of its first sample."""
+    prev: tuple[float, float] | None = None
+    for at, snap in series:
+        if pid not in snap:
+            continue
+        if at >= t:
+            if prev is None:
+                return before
+            (t0, c0), (t1, c1) = prev, (at, snap[pid])
+            return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
+        prev = (at, snap[pid])
+    return prev[1] if prev else before
+
+
+def ray_measure(name: str, round_no: int, cmd: list[str], out: Path, sim: SimProcess, expected: int, urls: set[str],
+                logs: Path, workers: int, head: RayHead, sampler: CpuSampler, timeout: float) -> dict[str, Any]:
+    """One crawl: wall, completeness, and the CPU of driver, actors and head daemons over it (see `ray_group`)."""
+    settle_disk()
+    sim.command("reset")
+    sampler.sample(full=True)
+    with sampler.lock:
+        base = dict(sampler.last)
+        sampler.series = []
+    busy0, steal0 = machine_cpu()
+    sim0 = sim.cpu()
+    log = logs / f"{name.replace(' ', '')}-r{round_no}.log"
+    child = Child(cmd, log, timeout, env=head.env)
+    with sampler.lock:
+        sampler.watch = {child.pid}
+    actors: dict[int, str] = {}  # pid -> node
+    foreign: list[str] | None = None
+    while child.running():
+        if workers and len(actors) < workers:
+            text = log.read_bytes().decode("utf-8", "replace")
+            actors = {int(m.group(2)): m.group(3) for m in WORKER_LINE.finditer(text)}
+        if workers and len(actors) == workers and foreign is None:
+            with sampler.lock:
+                pids = set(sampler.members) | {child.pid}
+            foreign = foreign_sockets(pids)
+        child.done.wait(0.1)
+    result = child.wait()
+    if workers:  # the driver ends its actors on the way out; Ray's clean-up after the job counts as the daemons'
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in actors) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    sampler.sample(full=True)
+    with sampler.lock:
+        last, names, series = dict(sampler.last), dict(sampler.names), sampler.series or []
+        sampler.series, sampler.watch = None, set()
+    sim_cpu = sim.cpu() - sim0
+    busy1, steal1 = machine_cpu()
+    stats = sim.command("stats")
+    cdn = stats["kinds"].get("cdn", 0)
+    ok, note, files, size = crawl_check(expected, urls)(result, out)
+    if workers and len(actors) != workers:
+        ok, note = False, (f"{len(actors)}/{workers} 'download worker' lines; " + note).strip()
+    if result.timed_out:
+        ok, note = False, (note + " TIMED OUT").strip()
+
+    def delta(pid: int) -> float:
+        start = base.get(pid, 0.0)
+        end = last.get(pid, start)
+        return end - start if end >= start else end  # a reused pid: a new process
+
+    actor_cpu = {pid: delta(pid) for pid in actors}
+    daemon_by_name: dict[str, float] = {}
+    for pid, pname in names.items():
+        if pid not in actors:
+            daemon_by_name[pname] = daemon_by_name.get(pname, 0.0) + delta(pid)
+    daemons = sum(daemon_by_name.values())
+    driver = result.cpu
+    xfer = steady = steady_daemons = None
+    phases: dict[str, Any] = {}
+    first, end = stats.get("first_cdn"), stats.get("last_cdn")
+    if first is not None and end is not None and end > first and cdn > 1:
+        xfer = (cdn - 1) / (end - first)
+
+        def work_at(t: float) -> float:
+            return series_at(series, child.pid, t, 0.0) + sum(series_at(series, pid, t, base.get(pid, 0.0)) for pid in actors)
+
+        def daemons_at(t: float) -> float:
+            return sum(series_at(series, pid, t, base.get(pid, 0.0)) for pid in names if pid not in actors)
+
+        def driver_at(t: float) -> float:
+            return series_at(series, child.pid, t, 0.0)
+
+        def actors_at(t: float) -> float:  # since the run began
+            return sum(series_at(series, pid, t, base.get(pid, 0.0)) - base.get(pid, 0.0) for pid in actors)
+
+        steady = 1000 * (work_at(end) - work_at(first)) / (cdn - 1)
+        steady_daemons = 1000 * (daemons_at(end) - daemons_at(first)) / (cdn - 1)
+        phases = {"start_s": first - child.t0, "transfer_s": end - first, "exit_s": child.t_end - end,
+                  "driver_cpu": [driver_at(first), driver_at(end) - driver_at(first), driver - driver_at(end)],
+                  "actors_cpu": [actors_at(first), actors_at(end) - actors_at(first),
+                                 sum(actor_cpu.values()) - actors_at(end)]}
+        phases = {k: round(v, 3) if isinstance(v, float) else [round(x, 3) for x in v] for k, v in phases.items()}
+    images = expected if ok else files
+    per = 1000 / max(1, images)
+    return {
+        "tool": name, "round": round_no, "workers": workers, "images": images, "ok": ok, "note": note[:600],
+        "wall": result.wall, "rate": images / result.wall if result.wall else 0.0, "xfer_rate": xfer,
+        "driver_cpu": driver, "driver_user": result.user, "driver_sys": result.sys, "driver_maxrss_mb": result.maxrss_mb,
+        "actors_cpu": sum(actor_cpu.values()), "daemons_cpu": daemons, "work_cpu": driver + sum(actor_cpu.values()),
+        "sim_cpu": sim_cpu, "other_cpu": max(0.0, (busy1 - busy0) - driver - sum(actor_cpu.values()) - daemons - sim_cpu),
+        "steal": steal1 - steal0,
+        "driver_ms_per_image": driver * per, "actors_ms_per_image": sum(actor_cpu.values()) * per,
+        "work_ms_per_image": (driver + sum(actor_cpu.values())) * per, "daemons_ms_per_image": daemons * per,
+        "steady_work_ms_per_image": steady, "steady_daemons_ms_per_image": steady_daemons,
+        "phases": phases,  # CPU s [before the first image request, between first and last, after the last]
+        "actors": [{"pid": pid, "node": node, "cpu_s": round(actor_cpu[pid], 3), "started_before_run": pid in base}
+                   for pid, node in actors.items()],
+        "daemons_by_process": {k: round(v, 3) for k, v in sorted(daemon_by_name.items(), key=lambda kv: -kv[1]) if v > 0},
+        "foreign_sockets": foreign, "files": files, "bytes": size, "cdn_requests": cdn, "rc": result.rc,
+    }
+
+
+def ray_group(args: argparse.Namespace, report: Report, work: Path, flags: str) -> dict[str, Any]:
+    """The same crawl with --executor local, and ray with 1 and 2 actors on a local Ray head, interleaved."""
+    import importlib.util
+
+    n_images = 2_000 if args.quick else 5_000
+    rounds = 1 if args.quick else 2
+    report.print(f"\n7. Ray executor: the same crawl of {n_images} images (~{CEILING_BODY // 1024} KB, --concurrency "
+                 f"{CONCURRENCY}, unthrottled) with --executor local and --executor ray with " +
+                 " and ".join(f"{w}" for w in RAY_WORKERS) + f" actor(s) on one local Ray head ({RAY_CPUS} CPUs) "
+                 f"started for the group; {rounds} interleaved round(s)" + (", best of each by work CPU per image"
+                                                                           if rounds > 1 else ""))
+    if "--executor" not in flags:
+        report.print("   skipped: this crawler has no --executor")
+        return {"skipped": "no --executor"}
+    if importlib.util.find_spec("ray") is None:
+        report.print("   skipped: Ray is not installed (pip install '.[ray]')")
+        return {"skipped": "Ray not installed"}
+    logs = work / "logs"
+    head = RayHead(logs / "ray-head.log")
+    sampler: CpuSampler | None = None
+    runs: list[dict[str, Any]] = []
+    try:
+        sampler = CpuSampler(head.pid)
+        daemons_at_start = {pid: name for pid, name in ray_processes(head.pid).items()}
+        head_foreign = foreign_sockets(set(daemons_at_start))
+        report.print(f"   head pid {head.pid} at {head.address}, up in {head.startup_s:.1f}s: "
+                     f"{', '.join(sorted(set(daemons_at_start.values())))}")
+        if head_foreign:
+            report.print(f"   WARNING: the Ray head uses non-loopback sockets: {head_foreign}")
+        with SimProcess(["--images", str(n_images), "--body-bytes", str(CEILING_BODY), "--prewarm"],
+                        logs / "sim-ray.log") as sim:
+            urls = list_urls(sim.api_base)
+            url_set = set(urls)
+            n = len(urls)
+            # The head's cost with nothing to do, for scale.
+            sampler.sample(full=True)
+            with sampler.lock:
+                idle0 = sum(sampler.last.get(pid, 0.0) for pid in sampler.members)
+            time.sleep(2.0)
+            sampler.sample(full=True)
+            with sampler.lock:
+                idle_rate = (sum(sampler.last.get(pid, 0.0) for pid in sampler.members) - idle0) / 2.0
+            tools: list[tuple[str, int]] = [("local", 0)] + [(f"ray x{w}", w) for w in RAY_WORKERS]
+
+            def command(out: Path, workers: int, *extra: str) -> list[str]:
+                ray_flags = ["--executor", "ray", "--download-workers", str(workers), "--ray-address", head.address] \
+                    if workers else ["--executor", "local"]
+                return crawl_cmd(out, sim.api_base, "--concurrency", str(CONCURRENCY), *UNTHROTTLED, *ray_flags, *extra)
+
+            # Warm-up (not measured): the code's page cache, Ray's worker pool, the simulator's sockets.
+            out = fresh_dir(work / "out")
+            warm = Child(command(out, max(RAY_WORKERS), "--max-images", "400"), logs / "ray-warmup.log", 300,
+                         env=head.env).wait()
+            shutil.rmtree(out, ignore_errors=True)
+            if warm.rc != 0:
+                raise RuntimeError(f"the warm-up crawl with --executor ray failed (rc {warm.rc}): {warm.log_tail[-400:]!r}")
+            for r in range(rounds):
+                order = tools[r % len(tools):] + tools[:r % len(tools)]
+                for name, workers in order:
+                    out = fresh_dir(work / "out")
+                    one = ray_measure(name, r, command(out, workers), out, sim, n, url_set, logs, workers, head,
+                                      sampler, 300)
+                    runs.append(one)
+                    shutil.rmtree(out, ignore_errors=True)
+                    report.print(f"   round {r + 1}: {name:<7} {one['rate']:6.0f} img/s  wall {one['wall']:5.2f}s  "
+                                 f"driver {one['driver_cpu']:5.2f}s  actors {one['actors_cpu']:5.2f}s  "
+                                 f"daemons {one['daemons_cpu']:4.2f}s  sim {one['sim_cpu']:4.2f}s  "
+                                 f"other {one['other_cpu']:4.2f}s" + ("" if one["ok"] else f"  FAILED: {one['note'][:300]}"))
+                    if one["foreign_sockets"]:
+                        report.print(f"   WARNING: non-loopback sockets during {name}: {one['foreign_sockets']}")
+            sim_startup = sim.startup_s
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        for pid in list(LIVE):  # interrupted: a driver still connected would hold up the head's drain on SIGTERM
+            if pid != head.pid:
+                kill_group(pid)
+        head.stop()
+    shutil.rmtree(work / "out", ignore_errors=True)
+    if head.leftovers:
+        report.print(f"   WARNING: Ray processes left after `ray start` ended, killed: {head.leftovers}")
+
+    best: dict[str, dict[str, Any]] = {}
+    for name, _ in tools:
+        mine = [x for x in runs if x["tool"] == name]
+        good = [x for x in mine if x["ok"]]
+        chosen = min(good or mine, key=lambda x: x["work_ms_per_image"] if x["ok"] else float("inf"))
+        best[name] = {**chosen, "all_ok": bool(mine) and len(good) == len(mine)}
+
+    report.print()
+    report.print(f"   {'run':<8}{'img/s':>7}{'xfer/s':>8}{'wall s':>8} | CPU ms/image: {'driver':>7}{'actors':>8}"
+                 f"{'work':>7}{'daemons':>9}{'steady':>8} |{'sim ms':>8}{'other':>7}  check")
+    for name, _ in tools:
+        m = best[name]
+        report.print(f"   {name:<8}{m['rate']:7.0f}{fmt(m['xfer_rate']):>8}{m['wall']:8.2f} |{'':>14}"
+                     f"{m['driver_ms_per_image']:7.2f}{m['actors_ms_per_image']:8.2f}{m['work_ms_per_image']:7.2f}"
+                     f"{m['daemons_ms_per_image']:9.2f}{fmt(m['steady_work_ms_per_image'], '.2f'):>8} |"
+                     f"{1000 * m['sim_cpu'] / max(1, m['images']):8.2f}{1000 * m['other_cpu'] / max(1, m['images']):7.2f}  "
+                     + ("ok" if m["all_ok"] else f"FAILED: {m['note'][:200]}"))
+    report.print("   (work = driver (with any children) + actor processes: the figure the target uses; daemons = the "
+                 "Ray head's own processes (gcs_server, raylet, agents, idle workers) over the same run, not in 'work'; "
+                 f"steady = work CPU between the first and last image request at the simulator, start-up and exit left "
+                 f"out; img/s over the whole command, start-up included; head idle: {idle_rate:.3f} CPU s/s)")
+
+    report.print("   where the work CPU goes (runs above): start = process start to the first image request at the "
+                 "simulator, transfer = first to last image request, exit = after that")
+    for name, _ in tools:
+        ph, m = best[name]["phases"], best[name]
+        if not ph:
+            continue
+        per = 1000 / max(1, m["cdn_requests"] - 1)
+        actors = [f" + actors {x:.2f}s" if m["workers"] else "" for x in ph["actors_cpu"]]
+        report.print(f"   {name:<8} start {ph['start_s']:5.2f}s: driver {ph['driver_cpu'][0]:.2f}s{actors[0]}   "
+                     f"transfer {ph['transfer_s']:5.2f}s: driver {ph['driver_cpu'][1] * per:.2f}"
+                     + (f" + actors {ph['actors_cpu'][1] * per:.2f}" if m["workers"] else "") + " ms/image   "
+                     f"exit {ph['exit_s']:4.2f}s: driver {ph['driver_cpu'][2]:.2f}s{actors[2]}")
+    local = best["local"] if best["local"]["all_ok"] else None
+    ratios: dict[str, Any] = {}
+    for name, workers in tools[1:]:
+        m = best[name]
+        good = local is not None and m["all_ok"]
+        cpu = m["work_ms_per_image"] / local["work_ms_per_image"] if good else None
+        with_daemons = ((m["work_cpu"] + m["daemons_cpu"]) / m["images"]) / (local["work_cpu"] / local["images"]) \
+            if good else None
+        steady = m["steady_work_ms_per_image"] / local["steady_work_ms_per_image"] \
+            if good and m["steady_work_ms_per_image"] and local["steady_work_ms_per_image"] else None
+        rate = m["rate"] / local["rate"] if good else None
+        xfer = m["xfer_rate"] / local["xfer_rate"] if good and m["xfer_rate"] and local["xfer_rate"] else None
+        per_round = []
+        for r in range(rounds):
+            a = [x for x in runs if x["tool"] == name and x["round"] == r and x["ok"]]
+            b = [x for x in runs if x["tool"] == "local" and x["round"] == r and x["ok"]]
+            if a and b:
+                per_round.append(round(a[0]["work_ms_per_image"] / b[0]["work_ms_per_image"], 3))
+        ratios[name] = {"cpu_per_image": cpu, "cpu_per_image_with_daemons": with_daemons, "steady_cpu_per_image": steady,
+                        "throughput": rate, "xfer_throughput": xfer, "cpu_per_image_per_round": per_round}
+        v = report.target(f"{name} work CPU/image < 1.15 x local", cpu, "< 1.15", None if cpu is None else cpu < 1.15)
+        report.print(f"   {name}/local: CPU per image {fmt(cpu, '.2f')} (target < 1.15)  {v}; with daemons "
+                     f"{fmt(with_daemons, '.2f')}; steady {fmt(steady, '.2f')}; throughput {fmt(rate, '.2f')} "
+                     f"(xfer {fmt(xfer, '.2f')}); per round {per_round}")
+    foreign = sorted({x for run in runs for x in run["foreign_sockets"] or []} | set(head_foreign))
+    checked = sum(run["foreign_sockets"] is not None for run in runs)
+    report.print(f"   sockets of the Ray head, its workers and the drivers (at start, and in {checked} ray run(s) with the "
+                 "actors up): " + (f"NOT all on loopback: {foreign}" if foreign else "all on loopback"))
+    for name, _ in tools[1:]:
+        top = list(best[name]["daemons_by_process"].items())[:6]
+        if top:
+            report.print(f"   daemons in the {name} run: " + ", ".join(f"{k} {v:.2f}s" for k, v in top))
+    return {
+        "images": n, "body_bytes": CEILING_BODY, "concurrency": CONCURRENCY, "rounds": rounds,
+        "head": {"address": head.address, "cpus": RAY_CPUS, "startup_s": round(head.startup_s, 2),
+                 "processes": sorted(set(daemons_at_start.values())), "idle_cpu_s_per_s": round(idle_rate, 4),
+                 "foreign_sockets": head_foreign, "leftovers_killed": head.leftovers},
+        "simulator_startup_s": round(sim_startup, 2),
+        "best": best, "ratios": ratios, "runs": runs, "foreign_sockets": foreign, "socket_checks": checked,
+    }
+
+
 # -- main ------------------------------------------------------------------------------------------
 
-GROUPS = ("ceiling", "latency", "rate", "memory", "resume")
+GROUPS = ("ceiling", "latency", "rate", "memory", "resume", "ray")
 
 
 def _interrupt(_sig: int, _frame: object) -> None:
@@ -1152,6 +1671,8 @@ def main(argv: list[str] | None = None) -> int:
                     report.data["memory"] = memory(args, report, work)
                 elif group == "resume":
                     report.data["resume"] = resume(args, report, work)
+                elif group == "ray":
+                    report.data["ray"] = ray_group(args, report, work, flags)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one broken group must not hide the others' numbers
