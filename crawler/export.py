@@ -329,6 +329,23 @@ class ExportResult:
     copied: int = 0
 
 
+_PREFETCH = 64  # images read together from an object store
+
+
+def _prefetched(records: Iterator[dict[str, Any]], images: Any) -> Iterator[dict[str, Any]]:
+    """The records, with the images of each next group of them fetched together first."""
+    group: list[dict[str, Any]] = []
+    for record in records:
+        group.append(record)
+        if len(group) == _PREFETCH:
+            images.prefetch([str(r.get("path") or "") for r in group])
+            yield from group
+            group = []
+    if group:
+        images.prefetch([str(r.get("path") or "") for r in group])
+        yield from group
+
+
 class LocalImages:
     """The mirror's images on disk: read in place (tar.add, hard links)."""
 
@@ -344,6 +361,9 @@ class LocalImages:
     def read(self, rel: str) -> bytes:
         return (self.root / rel).read_bytes()
 
+    def prefetch(self, rels: list[str]) -> None:
+        pass  # read in place
+
 
 class RemoteImages:
     """The mirror's images in an object store, read through fsspec (synchronously: export is a batch job)."""
@@ -352,14 +372,25 @@ class RemoteImages:
         import fsspec
         self.url = url.rstrip("/")
         self.fs, self.base = fsspec.core.url_to_fs(self.url, **storage_options)
+        self._fetched: dict[str, bytes] | None = None
+
+    def prefetch(self, rels: list[str]) -> None:
+        """Fetch the next images together: one GET at a time would bound an export at ~30 per second."""
+        paths = {f"{self.base}/{rel}": rel for rel in rels}
+        got = self.fs.cat(list(paths), on_error="omit")
+        self._fetched = {paths[p]: data for p, data in got.items() if p in paths}
 
     def is_file(self, rel: str) -> bool:
+        if self._fetched is not None:
+            return rel in self._fetched
         return bool(self.fs.isfile(f"{self.base}/{rel}"))
 
     def local(self, rel: str) -> Path | None:
         return None
 
     def read(self, rel: str) -> bytes:
+        if self._fetched is not None and rel in self._fetched:
+            return self._fetched.pop(rel)
         return self.fs.cat_file(f"{self.base}/{rel}")
 
 
@@ -385,8 +416,9 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field
     else:
         sink = {"jsonl": JsonlSink, "parquet": ParquetSink}[fmt](to)
     rows = missing = 0
+    reads_images = fmt in ("webdataset", "captions")
     try:
-        for record in records:
+        for record in _prefetched(records, source) if reads_images else records:
             rel = Path(str(record.get("path") or ""))
             if not rel.parts or rel.is_absolute() or ".." in rel.parts:
                 missing += 1  # a record we did not write; never read outside the mirror

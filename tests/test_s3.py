@@ -67,6 +67,14 @@ async def test_mirror_to_s3_with_faults_is_complete_verifies_and_exports(s3_env,
                     data = tar.extractfile(member).read()  # type: ignore[union-attr]
                     assert hashlib.sha256(data).hexdigest() == expected[int(member.name.split(".")[0])]
     assert len([n for n in names if n.endswith(".json")]) == len(expected)
+    captions = tmp_path / "captions"
+    result = cli("export", "--out", out, "--state", str(state), "--format", "captions", "--to", str(captions), env=env)
+    assert result.returncode == 0 and "hard-linked" in result.stdout, result.stderr
+    copied = sorted(p for p in captions.iterdir() if p.suffix != ".txt")
+    assert copied and all((p.with_suffix(".txt")).exists() for p in copied)
+    for image in copied[:20]:
+        if int(image.stem) != victim["id"]:
+            assert hashlib.sha256(image.read_bytes()).hexdigest() == expected[int(image.stem)]
     result = cli("status", "--out", out, "--state", str(state), env=env)
     assert result.returncode == 0 and f"done:    {len(expected)} images" in result.stdout
 
