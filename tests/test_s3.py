@@ -141,3 +141,25 @@ def test_object_store_usage_errors_are_one_line(s3_server, tmp_path):
     assert result.returncode == 2 and "only applies when --out is an object store" in result.stderr
     result = cli("crawl", "--out", "s3://b/x", "--state", str(tmp_path / "s"), "--storage-option", "secretvalue", env=env)
     assert result.returncode == 2 and "secretvalue" not in result.stderr
+
+
+async def test_an_error_inside_the_actors_stops_the_crawl_with_its_cause(ray_cluster, s3_env, s3_bucket, sim_factory,
+                                                                         tmp_path, monkeypatch):
+    """The bucket disappears between the driver's check and the actors' first use of it: the actors'
+    store refuses them, and the crawl stops saying so instead of bouncing the work between actors."""
+    from crawler import ray_executor
+    placed = ray_executor.RayDispatch.__aenter__
+
+    async def then_drop_the_bucket(self):  # type: ignore[no-untyped-def]
+        entered = await placed(self)
+        s3_env.client.delete_bucket(Bucket=s3_bucket)
+        return entered
+
+    monkeypatch.setattr(ray_executor.RayDispatch, "__aenter__", then_drop_the_bucket)
+    async with sim_factory(images=100, seed=94) as sim:
+        cfg = crawl_config(f"s3://{s3_bucket}/gone", sim.api_base, browsing_level=31, executor="ray",
+                           ray_address=ray_cluster, download_workers=2, state=tmp_path / "state")
+        outcome = await Crawl(cfg, log=_NullLog()).run()
+    assert outcome.reason == "executor-failed" and outcome.exit_code == 1
+    assert "download worker" in outcome.message and s3_bucket in outcome.message, outcome.message
+    assert not done_records(tmp_path / "state")
