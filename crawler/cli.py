@@ -25,6 +25,7 @@ from . import report
 from .config import ConfigError
 from .crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Crawl
 from .lock import LockBusy
+from .store_errors import StoreError
 from .retry import RequestFailed
 
 PROG = "civitai-mirror"
@@ -169,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return EXIT_USAGE
     except LockBusy as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
+    except StoreError as e:  # the object store (or the directory) behind --out cannot be used
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

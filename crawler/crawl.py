@@ -210,7 +210,7 @@ class Crawl:
             cleared = await store.clear_leftovers()
         except (StoreError, OSError) as e:
             await store.close()
-            raise ConfigError(f"--out {cfg.out}: {e}") from None
+            raise StoreError(f"--out {cfg.out}: {e}") from None  # one line for `crawl`; an outage for `follow`
         if cleared and store.remote:
             self.log(f"aborted {cleared} unfinished upload(s) left by a killed run")
         resumed = []

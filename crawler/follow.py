@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable, TextIO
 from . import compact as compact_mod
 from .config import CrawlConfig
 from .crawl import COMPLETE, EXIT_FAILED, EXIT_INTERRUPTED, Crawl, Outcome
+from .store_errors import StoreError
 from .logs import Logger
 from .mirror import Mirror
 from .normalise import parse_time
@@ -86,6 +87,7 @@ class Follower:
         self.passes = 0
         self.last_success: float | None = None
         self.up = True
+        self.down = "the API"  # what the current outage is of
         self._stop = asyncio.Event()
 
     def log(self, message: str, **fields: Any) -> None:
@@ -130,7 +132,12 @@ class Follower:
                               retry_due=self.retry_due, track_newest=True, query=self.query, quiet=True,
                               **{"pass": self.passes})
                 self.current = crawl
-                outcome = await crawl.run_in(mirror)
+                try:
+                    outcome = await crawl.run_in(mirror)
+                except StoreError as e:
+                    if self.passes == 1:
+                        raise  # a store that never worked is a setting to fix, not an outage
+                    outcome = Outcome("store-unavailable", str(e), crawl.stats, EXIT_FAILED)
                 self.current = None
                 self.totals.add(crawl)
                 stats = outcome.stats
@@ -142,7 +149,7 @@ class Follower:
                     return EXIT_FAILED
                 if outcome.reason in COMPLETE:
                     if not self.up:
-                        self.log(f"the API is back after {outage} failed pass(es)")
+                        self.log(f"{self.down} is back after {outage} failed pass(es)")
                     self.up, outage = True, 0
                     self.last_success = time.time()
                     mirror.state.high_water = crawl.newest.isoformat() if crawl.newest else mirror.state.high_water
@@ -153,7 +160,8 @@ class Follower:
                 else:
                     outage += 1
                     if self.up:
-                        self.log(f"the API is unavailable ({outcome.message}); retrying with backoff, "
+                        self.down = "the object store" if outcome.reason == "store-unavailable" else "the API"
+                        self.log(f"{self.down} is unavailable ({outcome.message}); retrying with backoff, "
                                  "quietly until it is back", reason=outcome.reason)
                     self.up = False
                     base = min(self.settings.interval, 30.0)

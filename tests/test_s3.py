@@ -163,3 +163,26 @@ async def test_an_error_inside_the_actors_stops_the_crawl_with_its_cause(ray_clu
     assert outcome.reason == "executor-failed" and outcome.exit_code == 1
     assert "download worker" in outcome.message and s3_bucket in outcome.message, outcome.message
     assert not done_records(tmp_path / "state")
+
+
+async def test_follow_waits_out_an_object_store_outage(s3_env, s3_bucket, sim_factory, tmp_path):
+    from crawler.follow import Follower, FollowSettings
+    reasons = []
+
+    async def after(n, outcome):  # type: ignore[no-untyped-def]
+        reasons.append(outcome.reason)
+        if n == 1:  # the bucket goes away (its objects first), then comes back before pass 4
+            for key in s3_env.list_keys(s3_bucket):
+                s3_env.client.delete_object(Bucket=s3_bucket, Key=key)
+            s3_env.client.delete_bucket(Bucket=s3_bucket)
+        if n == 3:
+            s3_env.make_bucket(s3_bucket)
+
+    async with sim_factory(images=60, seed=95) as sim:
+        cfg = crawl_config(f"s3://{s3_bucket}/f", sim.api_base, browsing_level=31, state=tmp_path / "state")
+        log = _NullLog()
+        follower = Follower(cfg, FollowSettings(interval=0.05, passes=4, outage_backoff_max=0.2), log, after_pass=after)
+        code = await follower.run()
+    text = "".join(log.lines)
+    assert code == 0 and reasons[1:3] == ["store-unavailable"] * 2 and reasons[3] in ("feed-ended", "since-reached")
+    assert text.count("the object store is unavailable") == 1 and "the object store is back after 2 failed pass(es)" in text
