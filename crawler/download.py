@@ -13,7 +13,7 @@ import errno
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urljoin
 
 import aiohttp
@@ -47,8 +47,11 @@ class Downloader:
     """One per crawl (or per Ray download actor): the CDN session, its gate, the retry policy and the store."""
 
     def __init__(self, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy, store: Store,
-                 allowed_hosts: frozenset[str], max_bytes: int, user_agent: str, rng: random.Random) -> None:
+                 allowed_hosts: frozenset[str], max_bytes: int, user_agent: str, rng: random.Random,
+                 on_pause: Callable[[float], None] | None = None) -> None:
+        """`on_pause(seconds)`: told of every 429 pause, so that other pools (Ray actors) pause too."""
         self.session = session
+        self.on_pause = on_pause
         self.gate = gate
         self.policy = policy
         self.store = store
@@ -82,7 +85,12 @@ class Downloader:
         if not urls.is_allowed(url, self.allowed_hosts):
             raise Fatal("refused-host", f"host {urls.host_of(url) or '?'} is not allowed (see --allow-host)")
         return await attempts(lambda: self._attempt(key, url), self.policy, self.rng,
-                              pause_host=self.gate.pause, on_retry=self.counters.count_retry)
+                              pause_host=self._pause, on_retry=self.counters.count_retry)
+
+    def _pause(self, seconds: float) -> None:
+        self.gate.pause(seconds)
+        if self.on_pause is not None:
+            self.on_pause(seconds)
 
     async def _attempt(self, key: Key, url: str) -> Saved:
         for _ in range(_MAX_REDIRECTS + 1):

@@ -49,6 +49,7 @@ RayTaskError: Any = Exception
 # (0.33 ms/image of driver CPU at 16, 0.22 at 64 in `make bench`), small enough that a slow image
 # holds back few others' records.
 BATCH = 32
+PAUSE_POLL = 0.2  # seconds between an actor's looks at the shared 429 pause
 BATCH_ATTEMPTS = 3  # a batch whose actor died this often is settled as failed (it may be what kills them)
 # What an actor needs to reach the object store as the driver does. Passed as an argument, not through
 # Ray's runtime_env, which writes its variables into the cluster's logs.
@@ -94,12 +95,33 @@ def connect(cfg: CrawlConfig) -> None:
         raise ConfigError(f"--executor ray: cannot join {where}: {str(e).splitlines()[0][:200]}") from None
 
 
+class PauseBoard:
+    """One per crawl: a 429 seen by any actor pauses them all ("slow the whole pool", as the CDN asks).
+
+    Durations, not clock times, cross the cluster: the board keeps the deadline on its own clock, so
+    nodes' clocks need not agree. Actors report a pause when they get one and poll `remaining()`
+    every `PAUSE_POLL` seconds, so the others stop within that.
+    """
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+
 class DownloadActor:
     """One download pool on a Ray worker: `Downloader.outcome` for each (key, url) it is sent."""
 
-    def __init__(self, cfg: CrawlConfig, index: int, rps: float, seed: int, env: dict[str, str]) -> None:
+    def __init__(self, cfg: CrawlConfig, index: int, rps: float, seed: int, env: dict[str, str],
+                 board: Any = None) -> None:
         os.environ.update(env)  # before the store is opened: botocore reads credentials and endpoint here
         self.cfg = cfg
+        self.board = board
+        self._watch: asyncio.Task[None] | None = None
         self.index = index
         self.rps = rps
         self.rng = random.Random(seed)
@@ -127,6 +149,8 @@ class DownloadActor:
         return list(results), self._delta(downloader.counters)
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         if self._session is not None:
             await self._session.close()
         if self._store is not None:
@@ -146,9 +170,24 @@ class DownloadActor:
         self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
                                               connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300))
         self._slots = asyncio.Semaphore(cfg.concurrency)
-        return Downloader(self._session, HostGate(self.rps),
-                          RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), self._store,
-                          cfg.allowed_hosts, cfg.max_bytes, config_mod.USER_AGENT, self.rng)
+        gate = HostGate(self.rps)
+        board = self.board
+        if board is not None:
+            self._watch = asyncio.ensure_future(self._follow_board(gate))
+        return Downloader(self._session, gate, RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), self._store,
+                          cfg.allowed_hosts, cfg.max_bytes, config_mod.USER_AGENT, self.rng,
+                          on_pause=(lambda seconds: board.pause.remote(seconds)) if board is not None else None)
+
+    async def _follow_board(self, gate: HostGate) -> None:
+        """Pause when another actor was told to (a 429 there): the CDN sees one client."""
+        while True:
+            await asyncio.sleep(PAUSE_POLL)
+            try:
+                remaining = await self.board.remaining.remote()
+            except Exception:  # the board is gone (the crawl is ending): each actor still pauses itself
+                continue
+            if remaining > 0:
+                gate.pause(remaining)
 
     def _delta(self, now: DownloadCounters) -> dict[str, int]:
         last = self._reported
@@ -169,6 +208,7 @@ class RayDispatch:
         self.in_flight = in_flight_batches(cfg.concurrency)
         self.counters = DownloadCounters()
         self._actors: list[Any] = []
+        self._board: Any = None
         self._batches: asyncio.Queue[list[Job] | None] = asyncio.Queue()
         self._permits = asyncio.Semaphore(self.workers * self.in_flight)
         self._outstanding = 0  # batches handed out and not yet settled
@@ -190,7 +230,8 @@ class RayDispatch:
         shipped = dataclasses.replace(self.cfg, api_key=None)
         share = self.cfg.cdn_rps / self.workers
         seed = self.crawl.rng.randrange(2**32)
-        self._actors = [remote.remote(shipped, i, share, seed + i, env) for i in range(self.workers)]
+        self._board = ray.remote(PauseBoard).options(num_cpus=0).remote()
+        self._actors = [remote.remote(shipped, i, share, seed + i, env, self._board) for i in range(self.workers)]
         try:
             places = await asyncio.wait_for(asyncio.gather(*(_wait(a.where.remote()) for a in self._actors)),
                                             PLACEMENT_TIMEOUT)
@@ -220,6 +261,9 @@ class RayDispatch:
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
         self._actors = []
+        if self._board is not None:
+            ray.kill(self._board)
+            self._board = None
 
     def start(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         """The tasks that stand for the pool: the crawl waits for all of them to end."""

@@ -140,3 +140,23 @@ def test_driver_kill_9_then_resume(ray_cluster, tmp_path):
     from crawler.ray_executor import BATCH, in_flight_batches
     held = 2 * in_flight_batches(8) * BATCH  # actors x batches each x batch size
     assert fetched - len(expected) <= held, f"{fetched - len(expected)} re-downloads (bound {held})"
+
+
+async def test_a_429_at_one_actor_pauses_every_actor(ray_cluster, sim_factory, tmp_path):
+    pause = 1.0
+    # Enough images that both actors still have work when the first 429 comes.
+    async with sim_factory(images=1200, seed=75, faults=FaultConfig(cdn_429=0.005, retry_after=pause)) as sim:
+        cfg = crawl_config(tmp_path, sim.api_base, browsing_level=31, executor="ray", ray_address=ray_cluster,
+                           download_workers=2, concurrency=8, cdn_rps=200)
+        outcome = await Crawl(cfg, log=_NullLog()).run()
+        cdn = sim.log.entries("cdn")
+        expected = sim.catalogue.expected(ALL)
+    assert outcome.exit_code == EXIT_OK
+    assert_complete(tmp_path, expected)
+    throttles = [e.t for e in cdn if e.status == 429]
+    assert throttles and throttles[0] < cdn[-1].t - 3 * pause, "the first 429 came too late to show anything"
+    first = throttles[0]
+    # The actor that got the 429 stops at once; the other within its poll of the shared pause (0.2 s);
+    # requests already on their way may land just after. Then silence, from both, for Retry-After.
+    during = [e for e in cdn if first + 0.45 < e.t < first + pause - 0.05]
+    assert not during, f"{len(during)} requests arrived during the pause"
