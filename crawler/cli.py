@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "where one chain is slowed by the API's latency, not past the rate limit.")
     plan.add_argument("--by", required=True, choices=partitions_mod.BY, help="username, base-model, model-version: one "
                       "partition per --value; period: Day, then Week, Month, Year and all time each without the shorter "
-                      "window (measured from the newest item, one API request)")
+                      "window (measured from the API server's clock, its Date header: one API request)")
     plan.add_argument("--value", action="append", default=[], metavar="V", help="a value to split by (repeatable)")
     plan.add_argument("--to", required=True, metavar="FILE", help="where to write the plan (JSON)")
     plan.add_argument("--overlap", default="1d", metavar="DURATION", help="--by period: how far windows overlap, "
@@ -239,19 +239,19 @@ def _plan(args: argparse.Namespace) -> int:
     cli_values = {o.name: getattr(args, o.name, None) for o in config_mod.OPTIONS}
     cfg = config_mod.build(".", cli_values, args.config)  # only the query is used: nothing is written but the plan
     overlap = timedelta(seconds=_duration(args.overlap, "--overlap"))
-    newest = None
+    now = None
     if args.by == "period":
         partitions_mod.split(cfg, args.by, args.value, datetime.now(timezone.utc), overlap)  # usage errors first
         try:
-            newest = _run_loop(partitions_mod.server_now(cfg))
+            now = _run_loop(partitions_mod.server_now(cfg))
         except RequestFailed as e:
             sys.stderr.write(f"{PROG}: error: could not read the API server's clock: {e}\n")
             return EXIT_FAILED
-    partitions = partitions_mod.split(cfg, args.by, args.value, newest, overlap)
+    partitions = partitions_mod.split(cfg, args.by, args.value, now, overlap)
     partitions_mod.save(Path(args.to), cfg, args.by, partitions, overlap)
     print(f"wrote {len(partitions)} partition(s) to {args.to}" + (
-        f" (windows measured from the API server's clock, {newest.isoformat()}; usable for {args.overlap})"
-        if newest else ""))
+        f" (windows measured from the API server's clock, {now.isoformat()}; usable for {args.overlap})"
+        if now else ""))
     for partition in partitions:
         print(f"  {partition.name}: {partition.settings}")
     print(f"run them: {PROG} crawl --plan {args.to} --out DIR [the same query flags]")

@@ -23,7 +23,7 @@ import aiohttp
 from . import config as config_mod
 from . import snapshot
 from .checkpoints import PageLedger
-from .config import ConfigError, CrawlConfig
+from .config import CrawlConfig
 from .download import Downloader
 from .durability import GroupCommit
 from .items import Job

@@ -58,10 +58,10 @@ def plan_identity(queries: list[str]) -> str:
     return hashlib.sha256(orjson.dumps(sorted(queries))).hexdigest()[:16]
 
 
-def split(cfg: CrawlConfig, by: str, values: list[str], newest: datetime | None = None,
+def split(cfg: CrawlConfig, by: str, values: list[str], now: datetime | None = None,
           overlap: timedelta = timedelta(days=1)) -> list[Partition]:
-    """Partitions of `cfg`'s query: one per value, or period windows measured back from `newest`
-    (the server's clock when the plan is made)."""
+    """Partitions of `cfg`'s query: one per value, or period windows measured back from `now`
+    (the API server's clock when the plan is made)."""
     if cfg.source != "images":
         raise ConfigError("plan splits the /images feed (--source images)")
     if by == "period":
@@ -69,8 +69,8 @@ def split(cfg: CrawlConfig, by: str, values: list[str], newest: datetime | None 
             raise ConfigError("--by period takes no --value: the windows are Day, Week, Month, Year and the rest")
         if cfg.period or cfg.until or cfg.sort not in (None, "Newest"):
             raise ConfigError("--by period sets --period, --sort Newest and --until itself: drop them from the query")
-        assert newest is not None
-        return _period_windows(newest, overlap)
+        assert now is not None
+        return _period_windows(now, overlap)
     if not values:
         raise ConfigError(f"--by {by} needs the values to split by: --value V (repeatable)")
     if len(set(values)) != len(values):
@@ -87,12 +87,12 @@ def split(cfg: CrawlConfig, by: str, values: list[str], newest: datetime | None 
     return [Partition(f"{by}={v}", {name: v if by == "username" else int(v)}) for v in values]
 
 
-def _period_windows(newest: datetime, overlap: timedelta) -> list[Partition]:
+def _period_windows(now: datetime, overlap: timedelta) -> list[Partition]:
     """Day, then each longer period without the shorter one (client-side --until, overlapping by `overlap`)."""
     windows = [Partition("period=Day", {"period": "Day", "sort": "Newest"})]
     longer = [name for name, _days in PERIOD_DAYS[1:]] + ["AllTime"]
     for (inner, days), outer in zip(PERIOD_DAYS, longer):
-        until = newest - timedelta(days=days) + overlap
+        until = now - timedelta(days=days) + overlap
         windows.append(Partition(f"period={outer}-not-{inner}", {"period": outer, "sort": "Newest",
                                                                   "until": _iso(until)}))
     return windows

@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-import pytest
 
 from crawler import partitions
 from crawler.crawl import EXIT_OK, Crawl
