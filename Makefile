@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 # Start the embedded simulator on 127.0.0.1, mirror a few thousand images from it, print status.
 run: $(STAMP)
-	$(PY) -m crawler.demo --out mirror-demo
+	$(PY) -m crawler.cli.demo --out mirror-demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -345,12 +345,12 @@ def settle_disk() -> None:
 
 
 def crawl_cmd(out: Path, api_base: str, *extra: str, profile: Path | None = None) -> list[str]:
-    head = [PY, "-m", "cProfile", "-o", str(profile), "-m", "crawler.cli"] if profile else [PY, "-m", "crawler.cli"]
+    head = [PY, "-m", "cProfile", "-o", str(profile), "-m", "crawler.cli.main"] if profile else [PY, "-m", "crawler.cli.main"]
     return [*head, "crawl", "--out", str(out), "--api-base", api_base, *CRAWL_COMMON, *extra]
 
 
 def crawl_flags() -> str:
-    return subprocess.run([PY, "-m", "crawler.cli", "crawl", "--help"], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([PY, "-m", "crawler.cli.main", "crawl", "--help"], capture_output=True, text=True, cwd=ROOT,
                           env=child_env(), timeout=60).stdout
 
 
@@ -806,9 +806,9 @@ def rate_runs(sim: Any, work: Path, window: float, cdn_rps: int, api_rps: int) -
     mark = f"width={MARK_WIDTH}"
     sim.log.clear()
     crawls = {
-        "cdn": Child([PY, "-m", "crawler.cli", "crawl", "--out", str(fresh_dir(work / "out-cdn")), "--limit", "200",
+        "cdn": Child([PY, "-m", "crawler.cli.main", "crawl", "--out", str(fresh_dir(work / "out-cdn")), "--limit", "200",
                       *common], logs / "rate-cdn.log", timeout=window + 120),
-        "api": Child([PY, "-m", "crawler.cli", "crawl", "--out", str(fresh_dir(work / "out-api")), "--limit", "20",
+        "api": Child([PY, "-m", "crawler.cli.main", "crawl", "--out", str(fresh_dir(work / "out-api")), "--limit", "20",
                       "--width", str(MARK_WIDTH), *common], logs / "rate-api.log", timeout=window + 120),
     }
 
@@ -992,7 +992,7 @@ def memory_dir(args: argparse.Namespace, work: Path, images: int) -> Path:
 def start_once(sim: Any, folder: Path, log: Path) -> dict[str, Any]:
     """Start a crawl over `folder`, time its first image request at the simulator, then SIGINT it."""
     sim.log.clear()
-    cmd = [PY, "-m", "crawler.cli", "crawl", "--out", str(folder), "--api-base", sim.api_base, *CRAWL_COMMON,
+    cmd = [PY, "-m", "crawler.cli.main", "crawl", "--out", str(folder), "--api-base", sim.api_base, *CRAWL_COMMON,
            "--concurrency", str(CONCURRENCY), *UNTHROTTLED]
     child = Child(cmd, log, timeout=600)
     first = rss = hwm = None

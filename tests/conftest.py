@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from crawler import config
-from crawler.crawl import Crawl, Outcome
-from crawler.manifest import MANIFEST_NAME, iter_records, key_of
+from crawler.config import settings as config
+from crawler.run.crawl import Crawl, Outcome
+from crawler.state.manifest import MANIFEST_NAME, iter_records, key_of
 from crawler.simulator import FaultConfig, SimConfig, SimServer
 
 # Fast defaults for tests: no politeness delays, short backoff, quiet output.

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler import config
-from crawler.config import ConfigError
+from crawler.config import settings as config
+from crawler.config.settings import ConfigError
 
 
 def build(tmp_path, cli=None, text=None, env=None):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.crawl import EXIT_FAILED, EXIT_OK
-from crawler.manifest import MANIFEST_NAME
+from crawler.state import resume
+from crawler.run.crawl import EXIT_FAILED, EXIT_OK
+from crawler.state.manifest import MANIFEST_NAME
 from crawler.simulator import FaultConfig, SimConfig, SimThread
 
 from conftest import assert_complete, cli, crawl_config, done_records, flags_list, run_crawl
@@ -112,15 +113,15 @@ def test_disk_full_stops_cleanly_keeps_everything_recorded_and_resumes(small_dis
         again = cli("crawl", "--out", str(out), *flags_list(sim.api_base, browsing_level=31))
     assert again.returncode == EXIT_OK, again.stderr
     assert_complete(out, expected)
-    from crawler.manifest import ResumeState
-    fast, slow = (ResumeState.load(out / MANIFEST_NAME, "q", snapshots=flag) for flag in (True, False))
+    fast, slow = (resume.load(out / MANIFEST_NAME, "q", snapshots=flag) for flag in (True, False))
     assert (fast.done, fast.gone, set(fast.failed)) == (slow.done, slow.gone, set(slow.failed))
     status = cli("status", "--out", str(out), "--json")
     assert '"reason":"feed-ended"' in status.stdout
 
 
 def test_manifest_write_on_a_full_disk_raises_disk_full_and_keeps_the_rest(small_disk):
-    from crawler.manifest import DiskFull, ManifestWriter, iter_records
+    from crawler.store.errors import DiskFull
+    from crawler.state.manifest import ManifestWriter, iter_records
     path = small_disk / MANIFEST_NAME
     writer = ManifestWriter(path)
     big = "x" * 3000
@@ -146,7 +147,7 @@ def _rss_kb() -> int:
 async def test_soak_20k_images_under_faults_completes_with_flat_memory_and_no_fd_leak(sim_factory, tmp_path, capsys):
     import asyncio
     from conftest import _NullLog
-    from crawler.crawl import Crawl
+    from crawler.run.crawl import Crawl
     async with sim_factory(images=20_000, seed=34, body_bytes=1024, faults=LOW_FAULTS) as sim:
         fds_before = len(os.listdir("/proc/self/fd"))
         cfg = crawl_config(tmp_path, sim.api_base, browsing_level=31, concurrency=32, limit=200, retries=15, timeout=1)
@@ -179,7 +180,7 @@ async def test_soak_20k_images_under_faults_completes_with_flat_memory_and_no_fd
 
 
 async def test_group_commit_markers_cover_every_done_record(sim_factory, tmp_path):
-    from crawler.manifest import iter_records_at
+    from crawler.state.manifest import iter_records_at
     async with sim_factory(images=300, seed=35) as sim:
         await run_crawl(tmp_path, sim.api_base, browsing_level=31, cdn_rps=120)  # ~2.5 s: several commits
     entries = list(iter_records_at(tmp_path / MANIFEST_NAME))
@@ -209,7 +210,7 @@ async def test_after_a_power_loss_damaged_recent_files_are_fetched_again(sim_fac
         (tmp_path / tail_done[0]["path"]).write_bytes(b"")  # zero-filled/empty after a crash
         if len(tail_done) > 1:
             (tmp_path / tail_done[1]["path"]).unlink()
-        from crawler.crawl import Crawl
+        from crawler.run.crawl import Crawl
         from conftest import _NullLog
         log = _NullLog()
         outcome = await Crawl(crawl_config(tmp_path, sim.api_base, browsing_level=31), log=log).run()

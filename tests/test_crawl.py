@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from crawler import report
-from crawler.disk_store import DiskStore
-from crawler.crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Crawl
+from crawler.state import report
+from crawler.store.disk import DiskStore
+from crawler.run.crawl import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Crawl
 from crawler.simulator import FaultConfig
 
 from conftest import _NullLog, assert_complete, crawl_config, done_records, effective, records, run_crawl
@@ -269,7 +269,7 @@ async def test_named_part_files_where_the_filesystem_has_no_o_tmpfile(sim_factor
 
 
 async def test_a_checkpoint_write_on_a_full_disk_stops_the_crawl_with_its_reason(sim_factory, tmp_path, monkeypatch):
-    from crawler.manifest import DiskFull
+    from crawler.store.errors import DiskFull
     real = Crawl._checkpoint
 
     def failing(self, chain, page, following):  # type: ignore[no-untyped-def]

@@ -164,7 +164,8 @@ async def test_captions_export_writes_one_text_per_image_and_hard_links(sim_fact
 
 
 async def test_dry_run_never_writes_a_resume_snapshot_into_the_mirror(sim_factory, tmp_path, monkeypatch):
-    from crawler import dryrun, snapshot
+    from crawler.run import dryrun
+    from crawler.state import snapshot
     from conftest import crawl_config
     async with sim_factory(images=200, seed=56) as sim:
         await run_crawl(tmp_path, sim.api_base, browsing_level=31)

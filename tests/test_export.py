@@ -10,8 +10,9 @@ from datetime import datetime
 
 import pytest
 
-from crawler import export, normalise
-from crawler.crawl import Crawl
+from crawler.export import dataset as export
+from crawler import normalise
+from crawler.run.crawl import Crawl
 
 from conftest import _NullLog, cli, crawl_config, done_records, run_crawl
 

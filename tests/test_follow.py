@@ -15,9 +15,10 @@ import tracemalloc
 import urllib.request
 
 
-from crawler import compact as compact_mod
-from crawler.follow import FollowSettings, Follower
-from crawler.manifest import MANIFEST_NAME, ResumeState
+from crawler.state import resume
+from crawler.state import compact as compact_mod
+from crawler.run.follow import FollowSettings, Follower
+from crawler.state.manifest import MANIFEST_NAME
 from crawler.simulator import SimConfig, SimServer, SimThread
 
 from conftest import _NullLog, assert_complete, cli, crawl_config, done_records, flags_list
@@ -81,7 +82,7 @@ async def test_an_outage_of_several_passes_is_waited_out_with_one_line_each_way(
 
 
 async def test_metrics_are_served_over_http_and_count_what_happened(sim_factory, tmp_path):
-    from crawler import metrics
+    from crawler.run import metrics
     async with sim_factory(images=150, seed=62, gone=0.05) as sim:
         scraped = {}
 
@@ -175,7 +176,7 @@ def test_status_works_while_follow_runs_and_health_check(tmp_path):
 
 
 def _effective(path):
-    state = ResumeState.load(path, "q")
+    state = resume.load(path, "q")
     return state.done, state.gone, set(state.failed)
 
 
@@ -205,7 +206,7 @@ def test_compaction_survives_kill_9_at_any_moment_and_keeps_the_state(tmp_path):
     assert _effective(root / MANIFEST_NAME) == original
     assert (root / MANIFEST_NAME).stat().st_size < size / 3
     assert _effective(root / compact_mod.PREVIOUS)[0] == original[0]  # the previous generation is kept
-    assert ResumeState.load(root / MANIFEST_NAME, "q").checkpoint["cursor"] == "119000"
+    assert resume.load(root / MANIFEST_NAME, "q").checkpoint["cursor"] == "119000"
     assert not (root / compact_mod.WORKING).exists()
 
 

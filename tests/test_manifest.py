@@ -2,7 +2,8 @@
 
 import orjson
 
-from crawler.manifest import ManifestWriter, ResumeState, iter_records
+from crawler.state import resume
+from crawler.state.manifest import ManifestWriter, iter_records
 
 
 def test_torn_last_line_is_skipped_and_next_record_starts_clean(tmp_path):
@@ -27,7 +28,7 @@ def test_garbage_in_the_middle_is_reported_once_and_rest_is_read(tmp_path):
     lines.insert(4, b'"a string, valid json but not a record"')
     original = b"\n".join(lines) + b"\n"
     path.write_bytes(original)
-    state = ResumeState.load(path, "q")
+    state = resume.load(path, "q")
     assert state.done == {0, 1, 2, 3, 4} and state.bad_lines == [3, 5]
     assert path.read_bytes() == original  # never rewritten
 
@@ -45,13 +46,13 @@ def test_resume_state_last_record_wins_and_checkpoint_is_per_query(tmp_path):
     ]:
         w.append(rec)
     w.close()
-    state = ResumeState.load(path, "q")
+    state = resume.load(path, "q")
     assert state.done == {1} and state.gone == {3} and list(state.failed) == [2]
     assert state.resume_position()["cursor"] == "c1"
     w = ManifestWriter(path)
     w.append({"kind": "checkpoint", "query": "q", "page": 2, "cursor": None, "end": True})
     w.close()
-    assert ResumeState.load(path, "q").resume_position() is None  # a finished feed restarts from the top
+    assert resume.load(path, "q").resume_position() is None  # a finished feed restarts from the top
 
 
 def _write_log(path, rng, n, start=0):
@@ -77,40 +78,40 @@ def _view(state):
 
 def test_snapshot_then_tail_equals_reading_the_whole_log(tmp_path, monkeypatch):
     import random
-    from crawler import snapshot
+    from crawler.state import snapshot
     monkeypatch.setattr(snapshot, "WORTH_SAVING", 100)
     path = tmp_path / "manifest.jsonl"
     rng = random.Random(5)
     _write_log(path, rng, 3000)
     with open(path, "ab") as f:
         f.write(b"garbage line\n")
-    first = ResumeState.load(path, "q")
+    first = resume.load(path, "q")
     assert (tmp_path / snapshot.NAME).exists()
     _write_log(path, rng, 2000, start=3000)
     with open(path, "ab") as f:
         f.write(b"more garbage\n")
-    from_snapshot = ResumeState.load(path, "q")
-    full = ResumeState.load(path, "q", snapshots=False)
+    from_snapshot = resume.load(path, "q")
+    full = resume.load(path, "q", snapshots=False)
     assert _view(from_snapshot) == _view(full) and len(full.done) > 1000
     assert from_snapshot.bad_lines == full.bad_lines and len(full.bad_lines) == 2
-    assert ResumeState.load(path, "r").checkpoint == ResumeState.load(path, "r", snapshots=False).checkpoint
+    assert resume.load(path, "r").checkpoint == resume.load(path, "r", snapshots=False).checkpoint
     assert _view(first) != _view(full)
 
 
 def test_a_stale_snapshot_is_ignored(tmp_path, monkeypatch):
     import random
-    from crawler import snapshot
+    from crawler.state import snapshot
     monkeypatch.setattr(snapshot, "WORTH_SAVING", 10)
     path = tmp_path / "manifest.jsonl"
     _write_log(path, random.Random(6), 500)
-    ResumeState.load(path, "q")
+    resume.load(path, "q")
     # The log is replaced by another one (as compaction does): same size is not enough to fool it.
     data = path.read_bytes()
     path.unlink()
     _write_log(path, random.Random(7), 500)
-    assert _view(ResumeState.load(path, "q")) == _view(ResumeState.load(path, "q", snapshots=False))
+    assert _view(resume.load(path, "q")) == _view(resume.load(path, "q", snapshots=False))
     # Rewritten in place with other content (same inode).
     with open(path, "r+b") as f:
         f.write(data[: len(data) // 2])
         f.truncate()
-    assert _view(ResumeState.load(path, "q")) == _view(ResumeState.load(path, "q", snapshots=False))
+    assert _view(resume.load(path, "q")) == _view(resume.load(path, "q", snapshots=False))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from crawler import partitions
-from crawler.crawl import EXIT_OK, Crawl
+from crawler.feed import partitions
+from crawler.run.crawl import EXIT_OK, Crawl
 from crawler.simulator import SimConfig, SimThread
 
 from conftest import _NullLog, assert_complete, cli, crawl_config, done_records, flags_list, records

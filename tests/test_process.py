@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.manifest import MANIFEST_NAME
+from crawler.state.manifest import MANIFEST_NAME
 from crawler.simulator import FaultConfig, SimConfig, SimThread
 
 from conftest import assert_complete, cli, done_records, flags_list
@@ -85,7 +85,7 @@ def test_missing_out_and_no_command(tmp_path):
 
 
 def test_help_explains_every_option():
-    from crawler import config
+    from crawler.config import settings as config
     text = cli("crawl", "--help").stdout
     for option in config.OPTIONS:
         flag = {"with_meta": "--no-meta", "fsync": "--no-fsync"}.get(option.name, option.flag)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.crawl import Crawl, EXIT_OK
-from crawler.manifest import MANIFEST_NAME
+from crawler.run.crawl import Crawl, EXIT_OK
+from crawler.state.manifest import MANIFEST_NAME
 from crawler.simulator import FaultConfig, SimConfig, SimThread
 
 from conftest import (_NullLog, assert_complete, cli, crawl_config, done_records, flags_list,
@@ -137,7 +137,7 @@ def test_driver_kill_9_then_resume(ray_cluster, tmp_path):
     keys = [r["id"] for r in done_records(tmp_path)]
     assert len(keys) == len(set(keys)), "an image recorded done twice"
     # Only what was in flight at the kill is fetched twice: at most the batches the actors held.
-    from crawler.ray_executor import BATCH, in_flight_batches
+    from crawler.run.ray_executor import BATCH, in_flight_batches
     held = 2 * in_flight_batches(8) * BATCH  # actors x batches each x batch size
     assert fetched - len(expected) <= held, f"{fetched - len(expected)} re-downloads (bound {held})"
 

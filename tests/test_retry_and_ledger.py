@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from crawler.checkpoints import PARTIAL, PageLedger
-from crawler.pages import Position
-from crawler.retry import Fatal, RetryPolicy, Retryable, attempts, parse_retry_after
+from crawler.feed.checkpoints import PARTIAL, PageLedger
+from crawler.feed.pages import Position
+from crawler.net.retry import Fatal, RetryPolicy, Retryable, attempts, parse_retry_after
 
 
 def test_backoff_grows_is_capped_and_never_zero():

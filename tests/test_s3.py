@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.crawl import EXIT_OK, Crawl
-from crawler.manifest import MANIFEST_NAME
+from crawler.run.crawl import EXIT_OK, Crawl
+from crawler.state.manifest import MANIFEST_NAME
 from crawler.simulator import FaultConfig, SimConfig, SimThread
 
 from conftest import _NullLog, cli, crawl_config, done_records, effective, flags_list
@@ -146,7 +146,7 @@ async def test_an_error_inside_the_actors_stops_the_crawl_with_its_cause(ray_clu
                                                                          tmp_path, monkeypatch):
     """The bucket disappears between the driver's check and the actors' first use of it: the actors'
     store refuses them, and the crawl stops saying so instead of bouncing the work between actors."""
-    from crawler import ray_executor
+    from crawler.run import ray_executor
     placed = ray_executor.RayDispatch.__aenter__
 
     async def then_drop_the_bucket(self):  # type: ignore[no-untyped-def]
@@ -165,7 +165,7 @@ async def test_an_error_inside_the_actors_stops_the_crawl_with_its_cause(ray_clu
 
 
 async def test_follow_waits_out_an_object_store_outage(s3_env, s3_bucket, sim_factory, tmp_path):
-    from crawler.follow import Follower, FollowSettings
+    from crawler.run.follow import Follower, FollowSettings
     reasons = []
 
     async def after(n, outcome):  # type: ignore[no-untyped-def]

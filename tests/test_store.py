@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from crawler.store import MIN_PART_SIZE, RemoteStore, StoreError, is_remote, local_path, parse_storage_options
+from crawler.store.remote import MIN_PART_SIZE, RemoteStore
+from crawler.store.errors import StoreError
+from crawler.locations import is_remote, local_path, parse_storage_options
 
 if TYPE_CHECKING:
     from s3_fixture import S3Server  # imported by pytest_plugins, so that pytest rewrites its asserts

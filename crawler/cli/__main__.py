@@ -1,0 +1,5 @@
+import sys
+
+from crawler.cli.main import main
+
+sys.exit(main())

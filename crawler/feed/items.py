@@ -1,0 +1,84 @@
+"""From a raw API item to a download job: its key, the URL to fetch, and the width the file will have.
+
+Pure and tolerant: any field but `id` and `url` may be missing or of the wrong type in the wild, and
+the raw item is kept untouched for the manifest, since the metadata is half of a dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crawler import urls
+from crawler.keys import Key
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    key: Key
+    id: int | None
+    uuid: str | None
+    url: str  # what will be fetched (after width rewriting)
+    width: int | None  # the width the file should have, when known
+    item: dict[str, Any]
+    page: int | None  # the feed page it came from; None for a retry of an earlier failure
+    source: str | None = None  # model images: "model:M/version:V"; None for the /images feed
+    chain: int = 0  # which cursor chain (partition of a plan) listed it: whose page `page` is
+
+
+class InvalidItem(ValueError):
+    """The item cannot be mirrored at all (no usable id or url); counted, never fetched."""
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def make_job(item: Any, width: int | None, original: bool, page: int | None, source: str | None = None,
+             chain: int = 0) -> Job:
+    if not isinstance(item, dict):
+        raise InvalidItem("item is not an object")
+    url = item.get("url")
+    if not isinstance(url, str) or not url:
+        raise InvalidItem("item has no url")
+    ident = item.get("id")
+    if ident is not None and _int(ident) is None:
+        raise InvalidItem(f"item id is not an integer: {str(ident)[:40]!r}")
+    if ident is not None and ident < 0:
+        raise InvalidItem("item id is negative")
+    uuid = urls.uuid_of(url)
+    if ident is None:
+        ident = urls.id_from_filename(url)
+    key: Key | None = ident if ident is not None else uuid
+    if key is None:
+        raise InvalidItem("item has neither an id nor a uuid in its url")
+    try:
+        target = urls.rewrite_size(url, width=width, original=original)
+    except urls.BadImageUrl:
+        target = url  # cannot resize an unknown URL form; fetch it as given rather than drop it
+    return Job(key=key, id=ident, uuid=uuid, url=target, width=_expected_width(item, url, width, original), item=item,
+               page=page, source=source, chain=chain)
+
+
+def _expected_width(item: dict[str, Any], url: str, width: int | None, original: bool) -> int | None:
+    full = _int(item.get("width"))
+    if original:
+        return full
+    if width is None:
+        width = _width_in_url(url)
+        if width is None:
+            return full
+    # The server never upscales.
+    return min(width, full) if full else width
+
+
+def _width_in_url(url: str) -> int | None:
+    try:
+        segment = url.rstrip("/").split("/")[-2]
+    except IndexError:
+        return None
+    for option in segment.split(","):
+        name, _, value = option.partition("=")
+        if name == "width" and value.isdigit():
+            return int(value)
+    return None

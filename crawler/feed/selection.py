@@ -1,0 +1,146 @@
+"""Which items of a page become download jobs: valid, wanted by the filters, not done, not seen this run.
+
+Shared by the crawl's producer and by `--dry-run`, so a dry run counts exactly what a crawl fetches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, AsyncIterator, Callable
+
+from crawler.config.settings import CrawlConfig
+from crawler.feed.filters import ItemFilter
+from crawler.feed.checkpoints import PARTIAL
+from crawler.feed.items import InvalidItem, Job, make_job
+from crawler.keys import KeySet
+from crawler.keys import Key
+from crawler.normalise import created_at
+from crawler.feed.pages import Feed, Page, Position
+from crawler.stats import CrawlStats
+
+
+class Quota:
+    """New images queued this run, counted across every chain of a plan: --max-images is for the crawl."""
+    __slots__ = ("taken",)
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+
+class Selector:
+    def __init__(self, cfg: CrawlConfig, done: set[Key], gone: set[Key], stats: CrawlStats,
+                 on_invalid: Callable[[str], None], track_newest: bool = False,
+                 refs: set[tuple[Key, str]] | None = None, by_uuid: dict[str, int] | None = None,
+                 chain: int = 0, queued: KeySet | None = None, quota: Quota | None = None) -> None:
+        """`chain`/`queued`/`quota`: one Selector per cursor chain of a plan, all sharing the run's
+        queued keys and its --max-images count."""
+        self.cfg = cfg
+        self.chain = chain
+        self.filter = ItemFilter.from_config(cfg)
+        # Shared with the crawl, which adds each outcome: no copy of a done-set of millions per run.
+        self.done = done
+        self.gone = gone
+        self.queued = queued if queued is not None else KeySet()  # this run's keys, settled or not
+        self.quota = quota if quota is not None else Quota()
+        self.stats = stats
+        self.on_invalid = on_invalid
+        self.track_newest = track_newest
+        self.newest: datetime | None = None  # the newest createdAt listed: follow's high-water mark
+        # Model images only: which (image, model version) pairs are known, and uuid -> id, so an image
+        # listed without an id (model detail answers) is still recognised as one seen with its id.
+        self.refs = refs if refs is not None else set()
+        self.by_uuid = by_uuid
+        self.new_refs: list[Job] = []  # skipped images whose source is new: the crawl records the reference
+
+    def job(self, item: Any, page: int | None, source: str | None = None) -> Job | None:
+        try:
+            return make_job(item, self.cfg.width, self.cfg.original, page, source, self.chain)
+        except InvalidItem as e:
+            self.stats.invalid += 1
+            self.on_invalid(str(e))
+            return None
+
+    def select(self, items: list[Any], page: int, sources: list[str] | None = None) -> list[Job]:
+        stats = self.stats
+        active = self.filter.active
+        jobs: list[Job] = []
+        for n, item in enumerate(items):
+            job = self.job(item, page, sources[n] if sources else None)
+            if job is None:
+                continue
+            if self.by_uuid is not None and job.uuid is not None:
+                known = self.by_uuid.get(job.uuid)
+                if job.id is None and known is not None:
+                    job = replace(job, key=known, id=known)
+                elif job.id is not None:
+                    self.by_uuid[job.uuid] = job.id
+            if self.track_newest:
+                when = created_at(job.item)
+                if when is not None and (self.newest is None or when > self.newest):
+                    self.newest = when
+            key = job.key
+            if key in self.queued or key in self.done or key in self.gone:
+                if key in self.queued:
+                    stats.duplicates += 1
+                else:
+                    stats.skipped_done += 1
+                if job.source is not None and (key, job.source) not in self.refs:
+                    self.refs.add((key, job.source))
+                    self.new_refs.append(job)
+                continue
+            why = self.filter.reason(job.item) if active else None
+            if why is not None:
+                stats.filtered[why] += 1
+                continue
+            self.queued.add(key)
+            if job.source is not None:
+                self.refs.add((key, job.source))
+            jobs.append(job)
+        return jobs
+
+    def claim(self, job: Job) -> bool:
+        """For jobs from elsewhere (earlier failures): True if not yet settled or queued."""
+        if job.key in self.queued or job.key in self.done or job.key in self.gone:
+            return False
+        self.queued.add(job.key)
+        return True
+
+    def stop_paging(self, items: list[Any]) -> bool:
+        return self.cfg.sort == "Newest" and self.filter.past_since(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    page: Page
+    jobs: list[Job]
+    following: Position | None | object  # where the next run may resume after this page; PARTIAL: nowhere
+    stop: tuple[str, str] | None  # (reason, message) when paging stops after this page
+
+
+async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncIterator[Batch]:
+    """Pages turned into jobs, with the crawl's own limits (--max-images, --max-pages, --since) applied.
+
+    Ends after a batch with `stop`, or when the feed ends (FeedStopped/RequestFailed propagate).
+    """
+    cfg = selector.cfg
+    quota = selector.quota
+    async for page in feed.pages(start):
+        jobs = selector.select(page.items, page.number, page.sources)
+        stop: tuple[str, str] | None = None
+        following: Position | None | object = page.next
+        quota_left = None if cfg.max_images is None else cfg.max_images - quota.taken
+        if quota_left is not None and len(jobs) >= quota_left:
+            jobs = jobs[:quota_left]
+            following = PARTIAL
+            stop = ("max-images", f"--max-images {cfg.max_images} reached after {page.number} page(s)")
+        elif selector.stop_paging(page.items):
+            following = None  # the rest of the feed is unwanted: the next run starts from the top
+            stop = ("since-reached", f"items older than --since {cfg.since} reached on page {page.number} "
+                    "(newest first): the rest of the feed is older")
+        elif cfg.max_pages is not None and page.number >= cfg.max_pages and page.next is not None:
+            stop = ("max-pages", f"--max-pages {cfg.max_pages} reached")
+        quota.taken += len(jobs)
+        yield Batch(page, jobs, following, stop)
+        if stop is not None:
+            return

@@ -1,0 +1,145 @@
+"""The crawl's durable memory: an append-only JSON-lines log of image outcomes, checkpoints and runs.
+
+Records are only ever appended (in small batches, one write(2) each), so kill -9 can at worst tear
+the last line; readers skip a bad line, report its number once, and never rewrite the user's file.
+The effective state of an image is its last record.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from crawler.keys import Key
+from crawler.store.errors import DiskFull
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def key_of(record: dict[str, Any]) -> Key | None:
+    ident = record.get("id")
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        return ident
+    uuid = record.get("uuid")
+    return uuid if isinstance(uuid, str) and uuid else None
+
+
+def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Every well-formed record in order, streaming; `on_bad_line(number, raw)` for each torn/garbage line."""
+    for _offset, record in iter_records_at(path, on_bad_line):
+        yield record
+
+
+def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None,
+                    start: int = 0, progress: list[int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset of the line, record) for every well-formed record from byte `start` (a line start).
+
+    `progress`, if given, is kept at [bytes read up to, lines read] as the file is read.
+    """
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    offset = start
+    with f:
+        f.seek(start)
+        for number, line in enumerate(f, 1):
+            at = offset
+            offset += len(line)
+            if progress is not None:
+                progress[0], progress[1] = offset, number
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+                if on_bad_line is not None:
+                    on_bad_line(number, line)
+                continue
+            yield at, record
+
+
+class ManifestWriter:
+    """Appends records, one write(2) each by default.
+
+    A record reaches the kernel as soon as it is appended, so kill -9 loses at most the images still
+    in flight (a write is microseconds next to a download). `flush_bytes` > 0 batches instead: for
+    replaying or generating large logs where that guarantee does not matter.
+    """
+
+    __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds", "offset", "durable_offset",
+                 "on_append", "appended", "broken")
+
+    def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25,
+                 on_append: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+        """`on_append(offset, record)` sees every record as written: the crawl keeps its fold current with it."""
+        self.path = path
+        self.on_append = on_append
+        self.appended = 0  # records (so lines) appended by this writer
+        self.broken = False  # a write failed: what is in the file may differ from what was appended
+        self.flush_bytes = flush_bytes
+        self.flush_seconds = flush_seconds
+        self._buffer = bytearray()
+        self._last_flush = time.monotonic()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # A torn last line from a killed run must not swallow our first record: start on a new line.
+        size = os.fstat(self._fd).st_size
+        self.offset = size  # bytes handed to the kernel so far (the file's size)
+        self.durable_offset = 0
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    self._buffer += b"\n"
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.on_append is not None:
+            self.on_append(self.offset + len(self._buffer), record)
+        self.appended += 1
+        self._buffer += orjson.dumps(record)
+        self._buffer += b"\n"
+        if len(self._buffer) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        view = memoryview(self._buffer)
+        written = 0
+        try:
+            while written < len(view):
+                written += os.write(self._fd, view[written:])
+        except OSError as e:
+            self.broken = True
+            del view
+            del self._buffer[:written]
+            self.offset += written
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(e.errno, f"no space left to write the manifest {self.path}") from None
+            raise
+        del view
+        self._buffer.clear()
+        self.offset += written
+
+    def sync(self) -> None:
+        """fsync the log; safe from another thread while the loop appends (never during close)."""
+        os.fsync(self._fd)
+
+    def close(self, sync: bool = True) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+            if sync:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,153 @@
+"""Read-only views of a mirror: `status` (what is done, failed, why the last run stopped) and `verify`.
+
+Both stream the manifest and never write to the mirror, so they are safe while a crawl is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from crawler.state.manifest import MANIFEST_NAME, iter_records, key_of
+from crawler.keys import Key
+
+
+@dataclass(slots=True)
+class Summary:
+    done: int = 0
+    failed: int = 0
+    gone: int = 0
+    bytes: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    failed_examples: list[dict[str, Any]] = field(default_factory=list)
+    last_checkpoint: dict[str, Any] | None = None
+    last_run: dict[str, Any] | None = None
+    last_success: float | None = None  # when the last run (or follow pass) that completed its feed ended
+    bad_lines: list[int] = field(default_factory=list)
+    records: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "failed": self.failed, "gone": self.gone, "bytes": self.bytes,
+                "failed_by_reason": dict(self.failed_by_reason), "failed_examples": self.failed_examples,
+                "last_checkpoint": self.last_checkpoint, "last_run": self.last_run,
+                "last_success": self.last_success, "bad_lines": self.bad_lines[:100], "records": self.records}
+
+    def success_age(self) -> float | None:
+        import time
+        return None if self.last_success is None else time.time() - self.last_success
+
+
+def effective_images(root: Path, bad_lines: list[int] | None = None) -> dict[Key, dict[str, Any]]:
+    """The last record of every image (its current state)."""
+    latest: dict[Key, dict[str, Any]] = {}
+    for record in iter_records(root / MANIFEST_NAME, (lambda n, _r: bad_lines.append(n)) if bad_lines is not None else None):
+        if record["kind"] == "image":
+            key = key_of(record)
+            if key is not None:
+                latest[key] = record
+    return latest
+
+
+def summarise(root: Path, examples: int = 20) -> Summary:
+    summary = Summary()
+    latest: dict[Key, tuple[str, int, str]] = {}  # key -> (status, bytes, reason): small, unlike whole records
+    failed_records: dict[Key, dict[str, Any]] = {}
+    for record in iter_records(root / MANIFEST_NAME, lambda n, _r: summary.bad_lines.append(n)):
+        summary.records += 1
+        kind = record["kind"]
+        if kind == "image":
+            key = key_of(record)
+            if key is None:
+                continue
+            status = str(record.get("status"))
+            size = record.get("bytes") if isinstance(record.get("bytes"), int) else 0
+            latest[key] = (status, size, str(record.get("reason") or record.get("error") or ""))
+            if status == "failed":
+                failed_records[key] = {"key": key, "url": record.get("url"), "error": record.get("error")}
+            else:
+                failed_records.pop(key, None)
+        elif kind == "checkpoint":
+            summary.last_checkpoint = {k: record.get(k) for k in ("query", "page", "end", "cursor", "t")}
+        elif kind == "run":
+            if record.get("event") == "end":
+                summary.last_run = {k: record.get(k) for k in ("query", "reason", "message", "exit_code", "params", "counts", "t")}
+                if record.get("reason") in ("feed-ended", "max-images", "max-pages", "since-reached"):
+                    summary.last_success = record.get("t") if isinstance(record.get("t"), (int, float)) else None
+    for status, size, reason in latest.values():
+        if status == "done":
+            summary.done += 1
+            summary.bytes += size
+        elif status == "failed":
+            summary.failed += 1
+            summary.failed_by_reason[reason] += 1
+        elif status == "gone":
+            summary.gone += 1
+    summary.failed_examples = list(failed_records.values())[:examples]
+    return summary
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    key: Key
+    path: str
+    what: str  # "missing" | "mismatch" | "unreadable"
+
+
+async def verify(root: Path, store: Any, concurrency: int = 8) -> tuple[int, list[Problem]]:
+    """Re-hash every done image in `store` (disk or object store) against its record in the manifest
+    under `root`; (images checked, problems)."""
+    checked = 0
+    problems: list[Problem] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def check(key: Any, rel: str, sha256: Any) -> None:
+        try:
+            found = await store.digest(rel)
+        except OSError:
+            problems.append(Problem(key, rel, "unreadable"))
+            return
+        finally:
+            gate.release()
+        if found is None:
+            problems.append(Problem(key, rel, "missing"))
+        elif found[0] != sha256:
+            problems.append(Problem(key, rel, "mismatch"))
+
+    async with asyncio.TaskGroup() as group:
+        for key, record in effective_images(root).items():
+            if record.get("status") != "done":
+                continue
+            rel = str(record.get("path") or "")
+            checked += 1
+            # A record pointing outside the mirror is itself a problem; never follow it.
+            if not rel or ".." in Path(rel).parts or Path(rel).is_absolute():
+                problems.append(Problem(key, rel, "unreadable"))
+                continue
+            await gate.acquire()  # bounds the tasks alive at once; released by each when its read ends
+            group.create_task(check(key, rel, record.get("sha256")))
+    problems.sort(key=lambda p: str(p.key))
+    return checked, problems
+
+
+def format_summary(summary: Summary) -> Iterator[str]:
+    yield f"done:    {summary.done} images, {summary.bytes / 1e6:.1f} MB"
+    reasons = ", ".join(f"{r}: {n}" for r, n in summary.failed_by_reason.most_common())
+    yield f"failed:  {summary.failed}" + (f" ({reasons})" if reasons else "")
+    yield f"gone:    {summary.gone}"
+    for example in summary.failed_examples:
+        yield f"  failed {example['key']}: {example['error']}"
+    if summary.last_checkpoint:
+        cp = summary.last_checkpoint
+        where = "feed finished" if cp.get("end") else f"page {cp.get('page')}, cursor {cp.get('cursor')!r}"
+        yield f"last checkpoint: {where} (query {cp.get('query')})"
+    run = summary.last_run
+    if run:
+        yield f"last run: stopped because {run.get('reason')}: {run.get('message')} (exit {run.get('exit_code')})"
+    else:
+        yield "last run: none finished (a crawl may be running, or was killed)"
+    if summary.bad_lines:
+        yield f"warning: {len(summary.bad_lines)} unreadable manifest line(s) ignored (first: line {summary.bad_lines[0]})"

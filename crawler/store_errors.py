@@ -1,9 +1,0 @@
-"""Errors of an image store, importable without fsspec (the object-store backends are an optional extra)."""
-
-
-class StoreError(Exception):
-    """The store cannot be used at all (no such bucket, refused credentials): one readable line."""
-
-
-class StoreUnavailable(OSError):
-    """One upload or read failed (connection, 5xx, throttling): retried like a network error."""
