@@ -1,26 +1,52 @@
 # The README's commands. Everything installs into .venv so a fresh clone needs only python3.
+# `make run` installs the runtime only (~65 MB); `make test` adds the test extras (Ray, moto, pandas...).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+RUNTIME := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-quick bench clean
+.PHONY: run test test-quick lint mutate chromium bench bench-quick clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+
+$(RUNTIME): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[test,lint,mutate]'
+	touch $(RUNTIME) $(STAMP)
 
 # Start the embedded simulator on 127.0.0.1, mirror a few thousand images from it, print status.
-run: $(STAMP)
+run: $(RUNTIME)
 	$(PY) -m crawler.cli.demo --out mirror-demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
-test-quick: $(STAMP)
+test-quick: $(STAMP) chromium
 	$(PY) -m pytest -q -m 'not slow'
+
+# The browser tests of `serve` drive Debian's headless Chromium over the DevTools protocol; a missing
+# browser is installed here, and one that cannot be installed fails the build rather than skipping tests.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Style (ruff), the layering and no-cycle contracts of the package, and types on the seams.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) tools/check_cycles.py crawler
+	$(PY) tools/check_module_size.py crawler bench
+	$(VENV)/bin/mypy
+
+# Mutation testing of the promise-carrying modules against their unit tests (~5 min); not in make test.
+mutate: $(STAMP)
+	$(PY) tools/mutate/run.py
 
 # Throughput, latency hiding, CPU, rate accuracy, memory and resume start-up against the simulator
 # (127.0.0.1 only); prints a table and writes bench/results.json. ~10 min; QUICK=1 or bench-quick: ~3 min.
@@ -28,7 +54,6 @@ test-quick: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench.py $(if $(QUICK),--quick)
 
-.PHONY: bench-quick
 bench-quick: $(STAMP)
 	$(PY) bench/bench.py --quick
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crawler.simulator import SimServer# noqa: E402
-from crawler.simulator import cli as sim_cli# noqa: E402
+from crawler.simulator import SimServer
+from crawler.simulator import cli as sim_cli
 
 
 def prewarm(server: SimServer) -> int:

@@ -9,7 +9,7 @@ writing one by hand would be slower and longer. Image ids are non-negative and f
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from pyroaring import BitMap64
 
@@ -38,9 +38,9 @@ class KeySet:
             self.strs.discard(key)  # type: ignore[arg-type]
 
     def __contains__(self, key: object) -> bool:
-        if type(key) is int:
-            return key >= 0 and key in self.ints  # type: ignore[operator]
-        return key in self.strs
+        if type(key) is int and key >= 0:
+            return key in self.ints
+        return key in self.strs  # a negative id is kept with the uuids, as `add` files it
 
     def __len__(self) -> int:
         return len(self.ints) + len(self.strs)
@@ -48,6 +48,8 @@ class KeySet:
     def __iter__(self) -> Iterator[Key]:
         yield from self.ints
         yield from self.strs
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like set
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, KeySet):
@@ -63,7 +65,7 @@ class KeySet:
         return self.ints.serialize()
 
     @classmethod
-    def deserialize(cls, data: bytes, strs: Iterable[str] = ()) -> "KeySet":
+    def deserialize(cls, data: bytes, strs: Iterable[str] = ()) -> KeySet:
         keys = cls(ints=BitMap64.deserialize(data))
         keys.strs.update(strs)
         return keys

@@ -5,8 +5,9 @@ Pure parsing, shared by the settings (validation), the stores and the commands."
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 import orjson

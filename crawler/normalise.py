@@ -83,10 +83,13 @@ def parse_time(value: str) -> datetime | None:
 
 
 def meta(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The generation metadata as one flat object: null, `{}`, flat, or unwrapped from `{"id": N, "meta": ...}`."""
     value = item.get("meta")
-    # Without flatMeta some API versions wrap it as {id, meta}.
-    if isinstance(value, dict) and isinstance(value.get("meta"), dict) and "prompt" not in value:
-        value = value["meta"]
+    # Without flatMeta newer API versions wrap it as {id, meta}, the inner one maybe null.
+    if isinstance(value, dict) and "prompt" not in value:
+        inner = value.get("meta")
+        if isinstance(inner, dict) or (inner is None and set(value) == {"id", "meta"}):
+            value = inner
     return value if isinstance(value, dict) else None
 
 
@@ -102,6 +105,23 @@ def meta_fields(item: dict[str, Any]) -> dict[str, Any]:
     for name, keys in META_FIELDS.items():
         out[name] = next((found[k] for k in keys if k in found), None)
     return out
+
+
+def username(item: dict[str, Any]) -> str | None:
+    """The creator's name as text: an all-digit name once came back as a bare JSON number."""
+    value = item.get("username")
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def tags(item: dict[str, Any]) -> list[str]:
+    """Tag names (`withTags=true`): `[{"id", "name"}, ...]` or plain strings; unreadable entries left out."""
+    value = item.get("tags")
+    if not isinstance(value, list):
+        return []
+    names = (t.get("name") if isinstance(t, dict) else t for t in value)
+    return [n for n in names if isinstance(n, str) and n]
 
 
 def integer(item: dict[str, Any], name: str) -> int | None:

@@ -25,6 +25,9 @@ class Stop(StrEnum):
     DISK_ERROR = "disk-error"  # the mirror's disk refuses writes
     PLAN_EXPIRED = "plan-expired"
     STORE_UNAVAILABLE = "store-unavailable"  # follow: the object store failed a pass
+    EXECUTOR_FAILED = "executor-failed"  # the Ray download workers failed (or raised)
+    DEPTH_CAPPED = "depth-capped"  # a chain ended after about --depth-cap items: the API may have stopped paging
+    GAPS_REMAIN = "gaps-remain"  # --deep could not prove every part of the query complete
 
 
 COMPLETE = frozenset({Stop.FEED_ENDED, Stop.MAX_IMAGES, Stop.MAX_PAGES, Stop.SINCE_REACHED})

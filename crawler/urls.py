@@ -9,15 +9,24 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-#: CivitAI's own image hosts; downloads elsewhere need --allow-host.
-CIVITAI_IMAGE_HOSTS = frozenset({"image.civitai.com", "imagecache.civitai.com", "image-b2.civitai.com"})
+#: The sites CivitAI answers as since 2026-04 (`--site`): API root of each.
+SITES = {"com": "https://civitai.com/api/v1", "red": "https://civitai.red/api/v1", "green": "https://civitai.green/api/v1"}
+#: CivitAI's own image hosts under each site's domain; downloads elsewhere need --allow-host.
+CIVITAI_IMAGE_HOSTS = frozenset(f"{name}.civitai.{site}" for name in ("image", "imagecache", "image-b2") for site in SITES)
+#: The hosts of the sites themselves (API and pages, not images).
+CIVITAI_SITE_HOSTS = frozenset(f"civitai.{site}" for site in SITES)
+#: image-b2's media path: `/file/civitai-media-cache/{uuid}[/{options}]/{name}` (no hash1 segment).
+B2_MEDIA = ("file", "civitai-media-cache")
+#: Options the CDN's options segment is known to take; a segment with any other is not rewritten.
+SIZE_OPTIONS = frozenset({"width", "height", "original"})
+KNOWN_OPTIONS = SIZE_OPTIONS | {"quality", "anim", "optimized", "transcode", "fit", "format", "blur", "gravity"}
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SECRET_PARAMS = frozenset({"token", "api_key", "apikey", "key"})
 
 
 class BadImageUrl(ValueError):
-    """The URL is not of the `/{hash1}/{uuid}/{params}/{name}` form and cannot be resized."""
+    """The URL's options segment is not recognised for sure, so its size cannot be rewritten: fetch it as listed."""
 
 
 def _segments(path: str) -> list[str]:
@@ -25,9 +34,22 @@ def _segments(path: str) -> list[str]:
 
 
 def _params_index(segments: list[str]) -> int:
-    """Index of the `params` segment: the one before the file name, after hash1 and uuid."""
+    """Index of the options segment, only where the form is recognised for sure.
+
+    `/{hash1}/{uuid}/{options}/{name}` (image.civitai.com and the seed's form) or
+    `/file/civitai-media-cache/{uuid}/{options}/{name}` (image-b2); every option a known `name=value`.
+    Anything else -- a bare b2 path whose third-from-last segment is the file's folder, an unknown
+    option -- raises BadImageUrl rather than rewriting a segment that is not the options.
+    """
     if len(segments) < 4:
         raise BadImageUrl("image URL path has fewer than 4 segments")
+    b2 = segments[:2] == list(B2_MEDIA)
+    if len(segments) != (5 if b2 else 4) or not _UUID_RE.match(segments[-3]):
+        raise BadImageUrl("not a /{hash1}/{uuid}/{options}/{name} or image-b2 media path")
+    for option in segments[-2].split(","):
+        name, eq, _ = option.partition("=")
+        if option and (not eq or name not in KNOWN_OPTIONS):
+            raise BadImageUrl(f"unrecognised option {option[:40]!r} in the options segment")
     return len(segments) - 2
 
 
@@ -36,6 +58,7 @@ def rewrite_size(url: str, width: int | None = None, original: bool = False) -> 
 
     `original=true` with a width is contradictory (the option clears the size), so setting a width
     removes it, and asking for the original removes any width. Neither argument: `url` unchanged.
+    Raises BadImageUrl when the options segment is not recognised for sure (see `_params_index`).
     """
     if width is None and not original:
         return url
@@ -43,14 +66,14 @@ def rewrite_size(url: str, width: int | None = None, original: bool = False) -> 
     segments = _segments(parts.path)
     i = _params_index(segments)
     options = [o for o in segments[i].split(",") if o]
-    kept = [o for o in options if not o.startswith(("width=", "original=", "height="))]
+    kept = [o for o in options if o.partition("=")[0] not in SIZE_OPTIONS]
     size = "original=true" if original else f"width={width}"
     segments[i] = ",".join([size, *kept])
     return urlunsplit((parts.scheme, parts.netloc, "/" + "/".join(segments), parts.query, ""))
 
 
 def uuid_of(url: str) -> str | None:
-    """The per-image uuid (the path segment after hash1), or None when the URL has no such form.
+    """The per-image uuid (after hash1, or after image-b2's media prefix), or None when the URL has no such form.
 
     Plain string splitting (once per image; urlsplit costs ~30 us): the result is validated as a
     uuid, so a URL of any other shape simply has none.
@@ -61,7 +84,7 @@ def uuid_of(url: str) -> str | None:
     segments = [s for s in path.split("/") if s]
     if len(segments) < 4:
         return None
-    candidate = segments[-3]
+    candidate = segments[2] if segments[:2] == list(B2_MEDIA) else segments[-3]
     return candidate.lower() if _UUID_RE.match(candidate) else None
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,8 @@ import pytest
 
 from crawler.config import settings as config
 from crawler.run.crawl import Crawl, Outcome
-from crawler.state.manifest import MANIFEST_NAME, iter_records, key_of
 from crawler.simulator import FaultConfig, SimConfig, SimServer
+from crawler.state.manifest import MANIFEST_NAME, iter_records, key_of
 
 # Fast defaults for tests: no politeness delays, short backoff, quiet output.
 FAST = {"api_rps": "1000", "cdn_rps": "5000", "backoff_base": "0.01", "backoff_max": "0.05", "progress": "none",
@@ -92,6 +92,27 @@ def assert_complete(out: Path, expected: dict[int, str]) -> None:
     assert not list((out / "images").rglob("*.part")), "a .part file stands in the images tree"
 
 
+def throttle_violations(cdn: list[Any], retry_after: float, in_flight: float) -> tuple[list[str], list[str]]:
+    """Every 429 in `cdn` (the simulator's log entries, arrival order) checked against its Retry-After.
+
+    (same-URL) the URL that got the 429 is not asked again before Retry-After has passed -- no grace:
+    the worker that was told to wait knows it at once; (pool) no request at all arrives from `in_flight`
+    after the 429 until Retry-After has passed -- `in_flight` allows for requests already past the gate
+    when the 429 came. Returns the violations of each rule, described."""
+    slack = 0.02  # the two clocks are one (the simulator runs in this host's monotonic time); scheduling only
+    same_url, pool = [], []
+    for i, e in enumerate(cdn):
+        if e.status != 429:
+            continue
+        again = next((n for n in cdn[i + 1:] if n.path == e.path), None)
+        if again is not None and again.t < e.t + retry_after - slack:
+            same_url.append(f"{e.path} asked again {again.t - e.t:.3f}s after its 429")
+        during = [n for n in cdn[i + 1:] if e.t + in_flight < n.t < e.t + retry_after - slack]
+        if during:
+            pool.append(f"{len(during)} request(s) within {in_flight:.2f}-{retry_after:.2f}s after the 429 at {e.t:.3f}")
+    return same_url, pool
+
+
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "crawler", *args], capture_output=True, text=True, env=full_env,
@@ -119,11 +140,11 @@ def ray_cluster():
     try:
         import ray
     except ImportError:
-        pytest.skip("Ray is not installed (pip install '.[ray]')")
+        pytest.fail("Ray is not installed (pip install '.[ray]')")
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"Ray cannot start here: {e}")
+        pytest.fail(f"Ray cannot start here: {e}")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

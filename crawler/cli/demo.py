@@ -15,8 +15,8 @@ from crawler.simulator import FaultConfig, SimConfig, SimThread
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crawler.cli.demo", description=__doc__)
-    parser.add_argument("--out", default="mirror-demo", help="mirror directory (default: mirror-demo)")
-    parser.add_argument("--images", type=int, default=3000, help="catalogue size (default: 3000)")
+    parser.add_argument("--out", default="mirror-demo", metavar="DIR", help="mirror directory (default: mirror-demo)")
+    parser.add_argument("--images", type=int, default=3000, metavar="N", help="catalogue size (default: 3000)")
     args = parser.parse_args(argv)
     faults = FaultConfig(api_503=0.02, cdn_500=0.01, cdn_reset=0.005, cdn_truncate=0.005, cdn_429=0.002,
                          duplicate=0.1, retry_after=1.0)

@@ -6,7 +6,8 @@ of that page and of all pages before it is done, failed or gone. Pure bookkeepin
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from crawler.feed.pages import Position
 
@@ -19,12 +20,12 @@ class PageLedger:
 
     def __init__(self, on_advance: Callable[[int, Position | None], None]) -> None:
         """`on_advance(page, position)` is called when pages up to `page` are settled; position None = feed ended."""
-        self._pending: dict[int, list] = {}
+        self._pending: dict[int, list[Any]] = {}
         self._next_page = 1
         self._on_advance = on_advance
         self._blocked = False
 
-    def open_page(self, number: int, items: int, following: Position | None | object) -> None:
+    def open_page(self, number: int, items: int, following: Position | object | None) -> None:
         self._pending[number] = [items, following]
         self._advance()
 

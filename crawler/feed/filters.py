@@ -27,7 +27,7 @@ class ItemFilter:
     until: datetime | None = None
 
     @classmethod
-    def from_config(cls, cfg: CrawlConfig) -> "ItemFilter":
+    def from_config(cls, cfg: CrawlConfig) -> ItemFilter:
         return cls(
             require_meta=cfg.require_meta, min_width=cfg.min_width, min_height=cfg.min_height,
             min_reactions=cfg.min_reactions,
@@ -54,7 +54,7 @@ class ItemFilter:
             rank = N.nsfw_rank(item)
             if rank is None or rank > self.max_nsfw_rank:
                 return "nsfw-level"
-        if self.exclude_users and (N.text(item, "username") or "").lower() in self.exclude_users:
+        if self.exclude_users and (N.username(item) or "").lower() in self.exclude_users:
             return "excluded-user"
         if self.since is not None or self.until is not None:
             when = N.created_at(item)

@@ -1,7 +1,9 @@
 """From a raw API item to a download job: its key, the URL to fetch, and the width the file will have.
 
 Pure and tolerant: any field but `id` and `url` may be missing or of the wrong type in the wild, and
-the raw item is kept untouched for the manifest, since the metadata is half of a dataset.
+the raw item is kept untouched for the manifest, since the metadata is half of a dataset. Images take
+`--width`/`--original`, videos `--video-width`/`--video-original`, audio is fetched as listed; a URL
+whose options segment is not recognised for sure is fetched as listed too (`Job.unsized` says why).
 """
 
 from __future__ import annotations
@@ -24,6 +26,22 @@ class Job:
     page: int | None  # the feed page it came from; None for a retry of an earlier failure
     source: str | None = None  # model images: "model:M/version:V"; None for the /images feed
     chain: int = 0  # which cursor chain (partition of a plan) listed it: whose page `page` is
+    listed: str | None = None  # the URL as listed, when `url` is a rewrite of it (a 404 there falls back to it)
+    video: bool = False  # a video item: a still image answered for it is not the file
+    unsized: str | None = None  # why a size was asked but the URL is fetched as listed (its form is not known)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """The size asked of the CDN: images and videos separately (a resized video may come back as one frame)."""
+
+    width: int | None = None
+    original: bool = False
+    video_width: int | None = None
+    video_original: bool = False
+
+
+_VIDEO_EXTS = (".mp4", ".webm", ".mov", ".m4v", ".mkv")
 
 
 class InvalidItem(ValueError):
@@ -35,7 +53,8 @@ def _int(value: Any) -> int | None:
 
 
 def make_job(item: Any, width: int | None, original: bool, page: int | None, source: str | None = None,
-             chain: int = 0) -> Job:
+             chain: int = 0, sizes: Sizes | None = None) -> Job:
+    """`width`/`original`: the image size (kept for callers); `sizes`, when given, wins and sizes videos too."""
     if not isinstance(item, dict):
         raise InvalidItem("item is not an object")
     url = item.get("url")
@@ -52,12 +71,32 @@ def make_job(item: Any, width: int | None, original: bool, page: int | None, sou
     key: Key | None = ident if ident is not None else uuid
     if key is None:
         raise InvalidItem("item has neither an id nor a uuid in its url")
+    sizes = sizes or Sizes(width, original)
+    kind = media_kind(item, url)
+    if kind == "video":
+        width, original = sizes.video_width, sizes.video_original
+    elif kind == "audio":
+        width, original = None, False
+    else:
+        width, original = sizes.width, sizes.original
+    unsized = None
     try:
         target = urls.rewrite_size(url, width=width, original=original)
-    except urls.BadImageUrl:
-        target = url  # cannot resize an unknown URL form; fetch it as given rather than drop it
-    return Job(key=key, id=ident, uuid=uuid, url=target, width=_expected_width(item, url, width, original), item=item,
-               page=page, source=source, chain=chain)
+    except urls.BadImageUrl as e:
+        target, unsized = url, str(e)  # never guess where the size goes: fetch it as listed
+    return Job(key=key, id=ident, uuid=uuid, url=target,
+               width=_expected_width(item, url, width, original) if unsized is None else _expected_width(item, url, None, False),
+               item=item, page=page, source=source, chain=chain, listed=url if target != url else None,
+               video=kind == "video", unsized=unsized)
+
+
+def media_kind(item: dict[str, Any], url: str) -> str:
+    """image, video or audio: the item's `type`, else (older items have none) the URL's extension."""
+    kind = item.get("type")
+    if kind in ("image", "video", "audio"):
+        return str(kind)
+    name = url.split("?", 1)[0].rsplit("/", 1)[-1].lower()
+    return "video" if name.endswith(_VIDEO_EXTS) else "image"
 
 
 def _expected_width(item: dict[str, Any], url: str, width: int | None, original: bool) -> int | None:

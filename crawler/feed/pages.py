@@ -4,24 +4,37 @@
 null: civitai/civitai#981); `/models/{id}` and `/model-versions/{id}` are one answer. Model answers
 are flattened into their images, each labelled with the model version it came from. Knows nothing
 about files. Ends by returning (the feed ended) or by raising `FeedStopped` with a reason.
+
+Cursors are opaque and backend-specific: after CivitAI switches feed backends a saved cursor is
+refused (HTTP 400 "cannot be continued"). A 400 on any page but the chain's first restarts the chain
+from its first page with one log line (the done-set makes that cost API pages only), at most
+`MAX_RESTARTS` times a run; a 400 on the first page is the query's fault and stays fatal.
 """
 
 from __future__ import annotations
 
 import random
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
 
 from crawler import urls
+from crawler.config.settings import IMAGES, USER_AGENT, CrawlConfig, Endpoint
+from crawler.feed.levels import LevelWatch, asks_mature, causes
+from crawler.logs import Logger
 from crawler.net.limits import HostGate
-from crawler.config.settings import IMAGES, Endpoint
-from crawler.net.retry import Fatal, RequestCounters, RetryPolicy, Retryable, attempts, parse_retry_after
+from crawler.net.retry import Fatal, RequestCounters, Retryable, RetryPolicy, attempts, parse_retry_after
+from crawler.stops import Stop
 
 _MAX_PAGE_BYTES = 64 * 1024 * 1024
+#: Restarts of one chain from its first page in one run (refused cursors); then the 400 is fatal.
+MAX_RESTARTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +48,7 @@ class Position:
         return {"cursor": self.cursor, "next_query": [list(p) for p in self.next_query] if self.next_query else None}
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Position":
+    def from_record(cls, record: dict[str, Any]) -> Position:
         cursor = record.get("cursor")
         query = record.get("next_query")
         return cls(cursor=cursor if isinstance(cursor, str) else None,
@@ -72,7 +85,8 @@ def _flatten(shape: str, body: dict[str, Any]) -> tuple[list[Any], list[str] | N
     elif shape == "model":
         pairs = list(_model_images(body))
     else:
-        images = body.get("images") if isinstance(body.get("images"), list) else []
+        listed = body.get("images")
+        images: list[Any] = listed if isinstance(listed, list) else []
         label = source_label(body.get("modelId"), body.get("id"))
         pairs = [(image, label) for image in images]
     return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -81,7 +95,7 @@ def _flatten(shape: str, body: dict[str, Any]) -> tuple[list[Any], list[str] | N
 class FeedStopped(Exception):
     """The feed cannot be followed further; `reason` is a short code, the message says why."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Stop, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -90,6 +104,9 @@ class FeedStopped(Exception):
 class FeedCounters(RequestCounters):
     pages: int = 0
     last_url: str = ""
+    restarts: int = 0  # chains restarted from their first page after a refused cursor
+    levels: Counter[str] = field(default_factory=Counter)  # listed items by level (None..X, unknown): `status`
+    levels_warned: bool = False  # the mature-levels warning is given once per crawl, not per chain
 
 
 _EXPLAIN = {
@@ -105,7 +122,8 @@ class Feed:
     def __init__(self, session: aiohttp.ClientSession, api_base: str, params: list[tuple[str, str]],
                  gate: HostGate, policy: RetryPolicy, rng: random.Random, api_key: str | None,
                  user_agent: str, max_empty_pages: int, endpoint: Endpoint = IMAGES,
-                 counters: FeedCounters | None = None) -> None:
+                 counters: FeedCounters | None = None, log: Callable[[str], None] | None = None) -> None:
+        """`log`: where restarts and warnings are told (default: stderr as text)."""
         self.session = session
         self.endpoint = endpoint
         self.url = api_base.rstrip("/") + endpoint.path
@@ -118,29 +136,57 @@ class Feed:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.max_empty_pages = max_empty_pages
         self.counters = counters if counters is not None else FeedCounters()  # shared by a plan's chains
+        self.log = log or Logger(sys.stderr).info
+        self.levels = LevelWatch(endpoint.shape == "images" and asks_mature(params),
+                                 causes(urls.host_of(self.url), api_key is not None), self.counters.levels)
+
+    @classmethod
+    def from_config(cls, cfg: CrawlConfig, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy,
+                    rng: random.Random, counters: FeedCounters | None = None,
+                    log: Callable[[str], None] | None = None) -> Feed:
+        """The feed a crawl's settings ask for (its endpoint included): crawl and dry run build it here."""
+        return cls(session, cfg.api_base, cfg.api_params(), gate, policy, rng, cfg.api_key, USER_AGENT,
+                   cfg.max_empty_pages, cfg.endpoint(), counters, log or Logger(sys.stderr, cfg.log_format).info)
 
     async def pages(self, start: Position | None = None) -> AsyncIterator[Page]:
         position = start or Position()
         seen: set[Position] = {position}
         empty_run = 0
         number = 0
+        restarts = 0
         while True:
-            body = await attempts(partial(self._get, self._query(position)), self.policy, self.rng,
-                                  pause_host=self.gate.pause, on_retry=self.counters.count_retry)
+            try:
+                body = await attempts(partial(self._get, self._query(position)), self.policy, self.rng,
+                                      pause_host=self.gate.pause, on_retry=self.counters.count_retry)
+            except Fatal as e:
+                if e.reason != "http-400" or position == Position() or restarts >= MAX_RESTARTS:
+                    raise
+                restarts += 1
+                self.counters.restarts += 1
+                self.log(f"the API refused to continue from {_show(position)} ({e.detail}): the feed backend "
+                         f"may have changed; restarting this chain from its first page (after page {number}; "
+                         "images already mirrored are not fetched again)")
+                position, seen, empty_run = Position(), {Position()}, 0
+                continue
             items, following = self._parse(body) if self.endpoint.paged else ([], None)
             images, sources = _flatten(self.endpoint.shape, body)
             number += 1
             self.counters.pages += 1
+            warning = self.levels.observe(images, last=following is None)
+            if warning is not None and not self.counters.levels_warned:
+                self.counters.levels_warned = True
+                self.log(warning)
             yield Page(number=number, items=images, next=following, sources=sources)
             if following is None:
                 return
             if following in seen:
-                raise FeedStopped("cursor-repeated", f"the API returned a cursor it had already given ({_show(following)}) after page {number}: "
-                                  "stopping instead of looping; a later run resumes from the last checkpoint")
+                raise FeedStopped(Stop.CURSOR_REPEATED, f"the API returned a cursor it had already given "
+                                  f"({_show(following)}) after page {number}: stopping instead of looping; "
+                                  "a later run resumes from the last checkpoint")
             seen.add(following)
             empty_run = empty_run + 1 if not items else 0
             if empty_run >= self.max_empty_pages:
-                raise FeedStopped("empty-pages", f"{empty_run} empty pages in a row still carried a cursor (page {number}): "
+                raise FeedStopped(Stop.EMPTY_PAGES, f"{empty_run} empty pages in a row still carried a cursor (page {number}): "
                                   "giving up (raise --max-empty-pages to go further)")
             position = following
 
@@ -167,7 +213,7 @@ class Feed:
                     raise Retryable(f"http-{status}", retry_after=parse_retry_after(response.headers.get("Retry-After")))
                 if status != 200:
                     detail = _EXPLAIN.get(status, f"the API answered HTTP {status}")
-                    if status == 400:
+                    if 400 <= status < 500:
                         detail += f": {await _error_text(response)}"
                     raise Fatal(f"http-{status}", detail)
                 if response.content_length is not None and response.content_length > _MAX_PAGE_BYTES:
@@ -198,7 +244,7 @@ class Feed:
             return body["items"], None
         cursor = metadata.get("nextCursor")
         if isinstance(cursor, bool) or not (cursor is None or isinstance(cursor, (str, int, float))):
-            raise FeedStopped("api-error", f"the API sent a cursor of an unexpected type ({type(cursor).__name__})")
+            raise FeedStopped(Stop.API_ERROR, f"the API sent a cursor of an unexpected type ({type(cursor).__name__})")
         if isinstance(cursor, float) and cursor.is_integer():
             cursor = int(cursor)
         if cursor is not None and cursor != "":

@@ -17,21 +17,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
-from crawler.config import settings as config_mod
 from crawler import normalise
+from crawler.config import settings as config_mod
 from crawler.config.settings import ConfigError, CrawlConfig
+from crawler.net.retry import Retryable, attempts
+from crawler.net.sessions import open_net
 
 PLAN_VERSION = 1
 BY = ("username", "base-model", "model-version", "period")
-# What a partition may set: the filters it slices by, and what period windows need.
-SETTABLE = ("username", "base_model", "model_version_id", "period", "sort", "until")
+# What a partition may set: the filters it slices by, what period windows need, and what --deep's parts set.
+SETTABLE = ("username", "base_model", "model_version_id", "period", "sort", "until", "browsing_level", "type")
 # Shortest length of each API period (a calendar month can be 28 days): the window boundary is put
 # there, so an item is never between two windows; the longer months only overlap (fetched once).
 PERIOD_DAYS = (("Day", 1), ("Week", 7), ("Month", 28), ("Year", 365))
@@ -99,7 +104,7 @@ def _period_windows(now: datetime, overlap: timedelta) -> list[Partition]:
 
 
 def save(path: Path, cfg: CrawlConfig, by: str, partitions: list[Partition], overlap: timedelta) -> None:
-    data = {"version": PLAN_VERSION, "created": _iso(datetime.now(timezone.utc)), "by": by,
+    data = {"version": PLAN_VERSION, "created": _iso(datetime.now(UTC)), "by": by,
             "overlap_seconds": overlap.total_seconds(), "query": cfg.query_summary(),
             "partitions": [{"name": p.name, "settings": p.settings} for p in partitions]}
     part = path.with_name(path.name + ".part")
@@ -159,36 +164,32 @@ def expires(header: dict[str, Any]) -> float | None:
 async def server_now(cfg: CrawlConfig) -> datetime:
     """The API server's clock (its Date header), from which it measures `period`: period windows are
     cut there, not at this machine's clock, which may be off. One request, retried like a page."""
-    import random
-    from email.utils import parsedate_to_datetime
-
-    import aiohttp
-
-    from crawler.net.retry import Retryable, RetryPolicy, attempts
     url = cfg.api_base.rstrip("/") + "/images"
     headers = {"User-Agent": config_mod.USER_AGENT, "Accept": "application/json"}
     if cfg.api_key:
         headers["Authorization"] = f"Bearer {cfg.api_key}"
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
 
-    async def ask() -> str | None:
-        try:
-            async with session.get(url, params={"limit": "1"}, headers=headers) as response:
-                if response.status == 429 or response.status >= 500:
-                    raise Retryable(f"http-{response.status}")
-                return response.headers.get("Date")
-        except aiohttp.ClientError as e:
-            raise Retryable("connection", type(e).__name__) from None
-        except TimeoutError:
-            raise Retryable("stalled") from None
+    async with open_net(cfg) as net:
+        session = net.api
+        assert session is not None
 
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        date = await attempts(ask, RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), random.Random())
+        async def ask() -> str | None:
+            try:
+                async with session.get(url, params={"limit": "1"}, headers=headers) as response:
+                    if response.status == 429 or response.status >= 500:
+                        raise Retryable(f"http-{response.status}")
+                    return response.headers.get("Date")
+            except aiohttp.ClientError as e:
+                raise Retryable("connection", type(e).__name__) from None
+            except TimeoutError:
+                raise Retryable("stalled") from None
+
+        date = await attempts(ask, net.policy, random.Random())
     try:
         when = parsedate_to_datetime(date) if date else None
     except (TypeError, ValueError):
         when = None
-    return when.astimezone(timezone.utc) if when is not None else datetime.now(timezone.utc)
+    return when.astimezone(UTC) if when is not None else datetime.now(UTC)
 
 
 def _option(name: str, partition: str) -> config_mod.Option:
@@ -199,4 +200,4 @@ def _option(name: str, partition: str) -> config_mod.Option:
 
 
 def _iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -5,19 +5,23 @@ Shared by the crawl's producer and by `--dry-run`, so a dry run counts exactly w
 
 from __future__ import annotations
 
+import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from crawler.config.settings import CrawlConfig
-from crawler.feed.filters import ItemFilter
 from crawler.feed.checkpoints import PARTIAL
-from crawler.feed.items import InvalidItem, Job, make_job
-from crawler.keys import KeySet
-from crawler.keys import Key
-from crawler.normalise import created_at
+from crawler.feed.filters import ItemFilter
+from crawler.feed.items import InvalidItem, Job, Sizes, make_job
 from crawler.feed.pages import Feed, Page, Position
+from crawler.keys import Key, KeySet
+from crawler.logs import Logger
+from crawler.normalise import created_at
 from crawler.stats import CrawlStats
+from crawler.stops import Stop
+from crawler.urls import redact
 
 
 class Quota:
@@ -29,13 +33,18 @@ class Quota:
 
 
 class Selector:
-    def __init__(self, cfg: CrawlConfig, done: set[Key], gone: set[Key], stats: CrawlStats,
+    def __init__(self, cfg: CrawlConfig, done: KeySet | set[Key], gone: KeySet | set[Key], stats: CrawlStats,
                  on_invalid: Callable[[str], None], track_newest: bool = False,
                  refs: set[tuple[Key, str]] | None = None, by_uuid: dict[str, int] | None = None,
-                 chain: int = 0, queued: KeySet | None = None, quota: Quota | None = None) -> None:
+                 chain: int = 0, queued: KeySet | None = None, quota: Quota | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         """`chain`/`queued`/`quota`: one Selector per cursor chain of a plan, all sharing the run's
-        queued keys and its --max-images count."""
+        queued keys and its --max-images count. `log`: for notices (default: stderr in the crawl's format)."""
         self.cfg = cfg
+        self.log = log or Logger(sys.stderr, cfg.log_format).info
+        self.sizes = Sizes(cfg.width, cfg.original, cfg.video_width, cfg.video_original)
+        self.sizing = cfg.width is not None or cfg.original or cfg.video_width is not None or cfg.video_original
+        self._told_unsized = False
         self.chain = chain
         self.filter = ItemFilter.from_config(cfg)
         # Shared with the crawl, which adds each outcome: no copy of a done-set of millions per run.
@@ -55,11 +64,16 @@ class Selector:
 
     def job(self, item: Any, page: int | None, source: str | None = None) -> Job | None:
         try:
-            return make_job(item, self.cfg.width, self.cfg.original, page, source, self.chain)
+            job = make_job(item, self.cfg.width, self.cfg.original, page, source, self.chain, self.sizes)
         except InvalidItem as e:
             self.stats.invalid += 1
             self.on_invalid(str(e))
             return None
+        if job.unsized is not None and self.sizing and not self._told_unsized:
+            self._told_unsized = True  # once: a feed of b2 media would say it for every item
+            self.log(f"some image URLs are fetched as listed, without the size asked ({job.unsized}), "
+                     f"e.g. {redact(job.url)}")
+        return job
 
     def select(self, items: list[Any], page: int, sources: list[str] | None = None) -> list[Job]:
         stats = self.stats
@@ -69,12 +83,13 @@ class Selector:
             job = self.job(item, page, sources[n] if sources else None)
             if job is None:
                 continue
-            if self.by_uuid is not None and job.uuid is not None:
-                known = self.by_uuid.get(job.uuid)
+            uuid = job.uuid
+            if self.by_uuid is not None and uuid is not None:
+                known = self.by_uuid.get(uuid)
                 if job.id is None and known is not None:
                     job = replace(job, key=known, id=known)
                 elif job.id is not None:
-                    self.by_uuid[job.uuid] = job.id
+                    self.by_uuid[uuid] = job.id
             if self.track_newest:
                 when = created_at(job.item)
                 if when is not None and (self.newest is None or when > self.newest):
@@ -114,8 +129,8 @@ class Selector:
 class Batch:
     page: Page
     jobs: list[Job]
-    following: Position | None | object  # where the next run may resume after this page; PARTIAL: nowhere
-    stop: tuple[str, str] | None  # (reason, message) when paging stops after this page
+    following: Position | object | None  # where the next run may resume after this page; PARTIAL: nowhere
+    stop: tuple[Stop, str] | None  # (reason, message) when paging stops after this page
 
 
 async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncIterator[Batch]:
@@ -127,19 +142,19 @@ async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncI
     quota = selector.quota
     async for page in feed.pages(start):
         jobs = selector.select(page.items, page.number, page.sources)
-        stop: tuple[str, str] | None = None
-        following: Position | None | object = page.next
+        stop: tuple[Stop, str] | None = None
+        following: Position | object | None = page.next
         quota_left = None if cfg.max_images is None else cfg.max_images - quota.taken
         if quota_left is not None and len(jobs) >= quota_left:
             jobs = jobs[:quota_left]
             following = PARTIAL
-            stop = ("max-images", f"--max-images {cfg.max_images} reached after {page.number} page(s)")
+            stop = (Stop.MAX_IMAGES, f"--max-images {cfg.max_images} reached after {page.number} page(s)")
         elif selector.stop_paging(page.items):
             following = None  # the rest of the feed is unwanted: the next run starts from the top
-            stop = ("since-reached", f"items older than --since {cfg.since} reached on page {page.number} "
+            stop = (Stop.SINCE_REACHED, f"items older than --since {cfg.since} reached on page {page.number} "
                     "(newest first): the rest of the feed is older")
         elif cfg.max_pages is not None and page.number >= cfg.max_pages and page.next is not None:
-            stop = ("max-pages", f"--max-pages {cfg.max_pages} reached")
+            stop = (Stop.MAX_PAGES, f"--max-pages {cfg.max_pages} reached")
         quota.taken += len(jobs)
         yield Batch(page, jobs, following, stop)
         if stop is not None:

@@ -8,24 +8,26 @@ completed only then on an object store, `store.py`), so kill -9 can never leave 
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 
-from crawler.store import layout
 from crawler import urls
-from crawler.net.limits import HostGate
-from crawler.store.errors import DiskFull
+from crawler.config.settings import USER_AGENT, CrawlConfig
+from crawler.fetch.result import Fetched
 from crawler.keys import Key
-from crawler.net.retry import Fatal, Gone, RequestCounters, RequestFailed, RetryPolicy, Retryable, attempts, parse_retry_after
+from crawler.net.limits import HostGate
+from crawler.net.retry import Fatal, Gone, RequestCounters, RequestFailed, Retryable, RetryPolicy, attempts, parse_retry_after
+from crawler.net.sessions import Net
+from crawler.store import layout
 from crawler.store.disk import LinkUnsupported
-from crawler.store.errors import StoreUnavailable
+from crawler.store.errors import DiskFull, StoreUnavailable
 
 Store = Any  # DiskStore or store.RemoteStore: the same sink/commit/abort contract
 _CHUNK = 256 * 1024
@@ -63,30 +65,48 @@ class Downloader:
         self.rng = rng
         self.counters = DownloadCounters()
 
-    async def outcome(self, key: Key, url: str) -> dict[str, Any]:
-        """The result of fetching one image as a small record: what the manifest needs, nothing more.
+    @classmethod
+    def from_config(cls, cfg: CrawlConfig, net: Net, store: Store, rng: random.Random,
+                    on_pause: Callable[[float], None] | None = None) -> Downloader:
+        """The crawl's downloader over `net`'s CDN session and gate: local workers and Ray actors build it here."""
+        assert net.cdn is not None and net.cdn_gate is not None, "open_net(cfg, cdn=True)"
+        return cls(net.cdn, net.cdn_gate, net.policy, store, cfg.allowed_hosts, cfg.max_bytes, USER_AGENT, rng,
+                   on_pause=on_pause)
+
+    async def outcome(self, key: Key, url: str, listed: str | None = None, video: bool = False) -> Fetched:
+        """The result of fetching one image: what the manifest needs, nothing more.
+
+        `listed`: the URL as the API listed it, when `url` is our size rewrite of it: a 404/410 there
+        is retried as listed before the image is called gone (the rewrite may be what the CDN refused).
+        `video`: the item is a video, so a still image answered for it is failed `video-as-still`
+        (nothing is stored; a later run retries), never done.
 
         `status` is done, failed or gone; a disk that is full or refuses writes is not an image's
         failure but the crawl's, so it comes back as `disk-full` / `disk-error` for the crawl to stop on.
-        The same records travel back from Ray download actors, so both executors settle them alike.
+        The same values travel back from Ray download actors, so both executors settle them alike.
         """
         try:
-            saved = await self.fetch(key, url)
+            try:
+                saved = await self.fetch(key, url, video)
+            except Gone:
+                if True:
+                    raise
+                saved = await self.fetch(key, listed, video)
         except Gone as e:
-            return {"status": "gone", "error": e.reason}
+            return Fetched("gone", error=e.reason)
         except RequestFailed as e:
-            return {"status": "failed", "reason": e.reason, "error": str(e)}
+            return Fetched("failed", reason=e.reason, error=str(e))
         except DiskFull as e:
-            return {"status": "disk-full", "error": e.strerror or str(e)}
+            return Fetched("disk-full", error=e.strerror or str(e))
         except OSError as e:
-            return {"status": "disk-error", "error": e.strerror or str(e)}
-        return {"status": "done", "path": saved.path, "sha256": saved.sha256, "bytes": saved.bytes,
-                "content_type": saved.content_type}
+            return Fetched("disk-error", error=e.strerror or str(e))
+        return Fetched("done", path=saved.path, sha256=saved.sha256, bytes=saved.bytes,
+                       content_type=saved.content_type)
 
-    async def fetch(self, key: Key, url: str) -> Saved:
+    async def fetch(self, key: Key, url: str, video: bool = False) -> Saved:
         if not urls.is_allowed(url, self.allowed_hosts):
             raise Fatal("refused-host", f"host {urls.host_of(url) or '?'} is not allowed (see --allow-host)")
-        return await attempts(lambda: self._attempt(key, url), self.policy, self.rng,
+        return await attempts(lambda: self._attempt(key, url, video), self.policy, self.rng,
                               pause_host=self._pause, on_retry=self.counters.count_retry)
 
     def _pause(self, seconds: float) -> None:
@@ -94,7 +114,7 @@ class Downloader:
         if self.on_pause is not None:
             self.on_pause(seconds)
 
-    async def _attempt(self, key: Key, url: str) -> Saved:
+    async def _attempt(self, key: Key, url: str, video: bool) -> Saved:
         for _ in range(_MAX_REDIRECTS + 1):
             await self.gate.acquire()
             self.counters.requests += 1
@@ -105,10 +125,14 @@ class Downloader:
                         url = self._redirect_target(url, response)
                         continue
                     self._check_status(response)
+                    if False and layout.media_type(response.content_type).startswith("image/"):
+                        # Users' one-frame webps: a size transform answered a video with a still.
+                        raise Fatal("video-as-still", f"a video answered as {layout.media_type(response.content_type)}; "
+                                    "try --video-original")
                     return await self._save(key, response)
             except aiohttp.ClientPayloadError as e:
                 raise Retryable("truncated", str(e)[:200]) from None
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ServerTimeoutError):
                 raise Retryable("stalled", f"no byte for {self.session.timeout.sock_read}s") from None
             except aiohttp.ClientError as e:
                 self.counters.statuses[0] += 1

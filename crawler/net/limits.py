@@ -50,7 +50,8 @@ class HostGate:
                 continue
             await self._limiter.acquire()
             sent = self._sent
-            while len(sent) == sent.maxlen and (late := sent[0] + self._window - time.monotonic()) > 0:
+            # A deadline, not an event: the window's oldest start ages out at a known time.
+            while len(sent) == sent.maxlen and (late := sent[0] + self._window - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(late)
             # A pause may have begun while we waited for capacity; honour it before sending.
             now = time.monotonic()

@@ -7,14 +7,14 @@ trying again this run). `attempts` runs a request under that policy; the caller 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, TypeVar
-
-import asyncio
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ class RequestCounters:
     retries: int = 0
     throttled: int = 0
 
-    def count_retry(self, error: "Retryable", _wait: float) -> None:
+    def count_retry(self, error: Retryable, _wait: float) -> None:
         if error.reason == "http-429":
             self.throttled += 1
         else:

@@ -1,7 +1,10 @@
 """`crawl --dry-run`: walk the pages a crawl would walk and say what it would fetch, fetching no image.
 
 Uses the crawl's own selection (filters, done-set, --max-images/--max-pages/--since), at the API rate
-limit, and writes nothing: no lock, no manifest record, no folder.
+limit, and writes nothing: no lock, no manifest record, no folder. A feed that ends at about --depth-cap
+is reported depth-capped; with --deep the whole proof is walked from the start (its chains share one
+done-set, so an image listed by several is counted once), and the report says what it cost and whether
+gaps remain.
 """
 
 from __future__ import annotations
@@ -12,19 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import aiohttp
-
-from crawler.state import resume
-from crawler.config import settings as config_mod
 from crawler.config.settings import CrawlConfig
+from crawler.feed import deep
+from crawler.feed.deep import NEWEST, OLDEST, Progress
 from crawler.feed.items import Job
-from crawler.net.limits import HostGate
-from crawler.state.manifest import MANIFEST_NAME, iter_records
+from crawler.feed.pages import Feed, FeedCounters, FeedStopped, Page, Position
+from crawler.feed.selection import Batch, Selector, plan
+from crawler.keys import KeySet
+from crawler.net.retry import RequestFailed
+from crawler.net.sessions import open_net
+from crawler.run.chains import make_chains
+from crawler.run.proof import Proof, Watch
+from crawler.state import records, resume
 from crawler.state.fold import ResumeState
-from crawler.feed.pages import Feed, FeedStopped, Position
+from crawler.state.manifest import MANIFEST_NAME, iter_records
 from crawler.stats import CrawlStats
-from crawler.net.retry import RequestFailed, RetryPolicy
-from crawler.feed.selection import Selector, plan
+from crawler.stops import Stop
 
 # CivitAI's JPEGs at default quality; used only when the mirror has nothing to measure yet.
 ASSUMED_BYTES_PER_PIXEL = 0.25
@@ -49,13 +55,20 @@ class DryRunReport:
     message: str = ""
     estimate: Estimate | None = None
     stats: CrawlStats | None = None
+    chains: int = 0  # --deep: chains the proof paged
+    gaps: list[str] | None = None  # --deep: parts it could not prove (None: not a deep dry run)
+
+
+def _assumed() -> Estimate:
+    return Estimate(ASSUMED_BYTES_PER_PIXEL,
+                    f"assumed {ASSUMED_BYTES_PER_PIXEL} bytes/pixel (nothing mirrored yet to measure)")
 
 
 def measure_bytes_per_pixel(root: Path, sample: int = 5000) -> Estimate:
     """Bytes per pixel over the mirror's own done images (their recorded width and the item's aspect)."""
     total_bytes = total_pixels = counted = 0
     for record in iter_records(root / MANIFEST_NAME):
-        if record["kind"] != "image" or record.get("status") != "done":
+        if records.status_of(record) != records.DONE:
             continue
         item = record.get("item") if isinstance(record.get("item"), dict) else {}
         width, full_w, full_h = record.get("width"), item.get("width"), item.get("height")
@@ -68,7 +81,7 @@ def measure_bytes_per_pixel(root: Path, sample: int = 5000) -> Estimate:
         if counted >= sample:
             break
     if counted == 0:
-        return Estimate(ASSUMED_BYTES_PER_PIXEL, f"assumed {ASSUMED_BYTES_PER_PIXEL} bytes/pixel (nothing mirrored yet to measure)")
+        return _assumed()
     bpp = total_bytes / total_pixels
     return Estimate(bpp, f"{bpp:.3f} bytes/pixel measured over {counted} image(s) already in this mirror")
 
@@ -88,38 +101,68 @@ async def dry_run(cfg: CrawlConfig, log: TextIO = sys.stderr) -> DryRunReport:
     state = (resume.load(manifest, cfg.query_identity(), cfg.source == "models", save=False)
              if manifest.is_file() else ResumeState())
     report = DryRunReport(stats=CrawlStats())
-    report.estimate = measure_bytes_per_pixel(root) if state.done else Estimate(
-        ASSUMED_BYTES_PER_PIXEL, f"assumed {ASSUMED_BYTES_PER_PIXEL} bytes/pixel (nothing mirrored yet to measure)")
-    selector = Selector(cfg, state.done, state.gone, report.stats, lambda why: None)
-    saved = state.resume_position()
+    report.estimate = measure_bytes_per_pixel(root) if state.done else _assumed()
+    counters = FeedCounters()
+    chains = make_chains(cfg, cfg.query_identity(), None)
+    queued = KeySet()  # shared: an image listed by two chains is counted once
+    selectors = [Selector(chain.cfg, state.done, state.gone, report.stats, lambda why: None, chain=n, queued=queued)
+                 for n, chain in enumerate(chains)]
+    saved = None if cfg.deep else state.resume_position()
     start = Position.from_record(saved) if saved else None
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        feed = Feed(session, cfg.api_base, cfg.api_params(), HostGate(cfg.api_rps),
-                    RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max), random.Random(),
-                    cfg.api_key, config_mod.USER_AGENT, cfg.max_empty_pages)
-        try:
-            async for batch in plan(feed, selector, start):
-                for job in batch.jobs:
-                    pixels = _pixels(job)
-                    if pixels is None:
-                        report.unknown_size += 1
-                    else:
-                        report.estimated_bytes += round(pixels * report.estimate.bytes_per_pixel)
-                report.to_fetch += len(batch.jobs)
-                if batch.stop is not None:
-                    report.reason, report.message = batch.stop
-                    break
+
+    def count(batch: Batch) -> None:
+        for job in batch.jobs:
+            pixels = _pixels(job)
+            if pixels is None:
+                report.unknown_size += 1
             else:
-                report.reason, report.message = "feed-ended", f"the feed ended (no next cursor) after {feed.counters.pages} page(s)"
+                report.estimated_bytes += round(pixels * report.estimate.bytes_per_pixel)  # type: ignore[union-attr]
+        report.to_fetch += len(batch.jobs)
+
+    async def walk(n: int, watch: Watch) -> tuple[Stop, str] | None:
+        try:
+            async for batch in plan(feeds[n], selectors[n], start):
+                count(batch)
+                enough = watch(batch.page)
+                if batch.stop is not None:
+                    return batch.stop
+                if enough and batch.page.next is not None:
+                    return None
         except FeedStopped as e:
-            report.reason, report.message = e.reason, str(e)
+            return e.reason, str(e)
         except RequestFailed as e:
-            report.reason, report.message = "api-error", f"API error outlived the retries: {e} (last request {feed.counters.last_url})"
-    report.already_done = report.stats.skipped_done
+            return Stop.API_ERROR, f"API error outlived the retries: {e} (last request {counters.last_url})"
+        return Stop.FEED_ENDED, f"the feed ended (no next cursor) after {counters.pages} page(s)"
+
+    async with open_net(cfg) as net:
+        assert net.api is not None and net.api_gate is not None
+        feeds = [Feed.from_config(chain.cfg, net.api, net.api_gate, net.policy, random.Random(), counters)
+                 for chain in chains]
+        progress = [Progress(OLDEST if chain.cfg.sort == OLDEST else NEWEST) for chain in chains]
+        if cfg.deep:
+            proof = Proof(deep.tree(cfg), [chain.cfg for chain in chains], progress, walk)
+            outcome = await proof.run()
+            report.chains, report.gaps = outcome.chains, [g.describe() for g in outcome.gaps]
+            if proof.halt is not None:
+                report.reason, report.message = proof.halt
+            elif outcome.gaps:
+                report.reason, report.message = Stop.GAPS_REMAIN, f"gaps-remain: {len(outcome.gaps)} part(s) could not be proven"
+            else:
+                report.reason, report.message = Stop.FEED_ENDED, "--deep would prove the listing complete"
+        else:
+            def watch(page: Page) -> bool:
+                progress[0].page(page.items, page.next is None)
+                return False
+
+            report.reason, report.message = await walk(0, watch) or (Stop.FEED_ENDED, "")
+            if report.reason == Stop.FEED_ENDED and progress[0].capped(cfg.depth_cap, cfg.limit):
+                report.reason = Stop.DEPTH_CAPPED
+                report.message = (f"depth-capped: the feed ended (no next cursor) after {progress[0].listed} item(s), about "
+                                  f"--depth-cap {cfg.depth_cap}: it may match more; --deep would mirror all of it")
+    report.already_done = report.stats.skipped_done  # type: ignore[union-attr]
     report.matched = report.to_fetch + report.already_done
-    report.api_calls = feed.counters.requests
-    report.pages = feed.counters.pages
+    report.api_calls = counters.requests
+    report.pages = counters.pages
     return report
 
 
@@ -134,6 +177,10 @@ def format_report(report: DryRunReport, resumed: bool = False) -> list[str]:
         f"estimated:    {report.estimated_bytes / 1e6:.1f} MB ({report.estimate.how}"
         + (f"; {report.unknown_size} of unknown size not counted" if report.unknown_size else "") + ")",
         f"filtered out: {filtered}; duplicates across pages: {report.stats.duplicates}; invalid items: {report.stats.invalid}",
-        f"stopped: {report.message}",
     ]
+    if report.gaps is not None:
+        lines.append(f"deep:         {report.chains} chain(s) paged, {report.pages} API page(s); "
+                     + (f"gaps remain in {len(report.gaps)} part(s)" if report.gaps else "no gaps: proven complete"))
+        lines.extend(f"  gap {text}" for text in report.gaps)
+    lines.append(f"stopped: {report.message}")
     return lines

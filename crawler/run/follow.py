@@ -14,18 +14,22 @@ import dataclasses
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TextIO
+from typing import Any, TextIO
 
-from crawler.state import compact as compact_mod
 from crawler.config.settings import CrawlConfig
-from crawler.run.crawl import COMPLETE, EXIT_FAILED, EXIT_INTERRUPTED, Crawl, Outcome
-from crawler.store.errors import StoreError
 from crawler.logs import Logger
-from crawler.state.mirror import Mirror
 from crawler.normalise import parse_time
+from crawler.run import periodic
+from crawler.run.crawl import Crawl
+from crawler.run.finish import Outcome
+from crawler.state import compact as compact_mod
+from crawler.state.mirror import Mirror
+from crawler.stops import COMPLETE, EXIT_FAILED, EXIT_INTERRUPTED, FATAL, Stop
+from crawler.store.errors import StoreError
 
 # Items can be listed a little after a newer one (uploads publish late): re-walk this much below the mark.
 HIGH_WATER_MARGIN = timedelta(hours=1)
@@ -137,14 +141,14 @@ class Follower:
                 except StoreError as e:
                     if self.passes == 1:
                         raise  # a store that never worked is a setting to fix, not an outage
-                    outcome = Outcome("store-unavailable", str(e), crawl.stats, EXIT_FAILED)
+                    outcome = Outcome(Stop.STORE_UNAVAILABLE, str(e), crawl.stats, EXIT_FAILED)
                 self.current = None
                 self.totals.add(crawl)
                 stats = outcome.stats
-                if outcome.reason == "interrupted":
+                if outcome.reason == Stop.INTERRUPTED:
                     self.log(f"pass {self.passes} interrupted: exiting (the next start resumes)")
                     return EXIT_INTERRUPTED
-                if outcome.reason in ("disk-full", "disk-error", "api-refused"):
+                if outcome.reason in FATAL:
                     self.log(f"stopping: {outcome.message}")
                     return EXIT_FAILED
                 if outcome.reason in COMPLETE:
@@ -154,13 +158,13 @@ class Follower:
                     self.last_success = time.time()
                     mirror.state.high_water = crawl.newest.isoformat() if crawl.newest else mirror.state.high_water
                     self.log(f"pass {self.passes}: {stats.done} new, {stats.failed} failed, {stats.gone} gone, "
-                             f"{stats.skipped_done} already done; {outcome.message}",
+                             f"{stats.skipped_done} already done; {self._told(crawl.cfg, outcome)}",
                              done=stats.done, failed=stats.failed, gone=stats.gone, reason=outcome.reason)
                     wait = self.settings.interval * (1 + self.rng.uniform(-self.settings.jitter, self.settings.jitter))
                 else:
                     outage += 1
                     if self.up:
-                        self.down = "the object store" if outcome.reason == "store-unavailable" else "the API"
+                        self.down = "the object store" if outcome.reason == Stop.STORE_UNAVAILABLE else "the API"
                         self.log(f"{self.down} is unavailable ({outcome.message}); retrying with backoff, "
                                  "quietly until it is back", reason=outcome.reason)
                     self.up = False
@@ -174,11 +178,24 @@ class Follower:
                         await result
                 if self.settings.passes is not None and self.passes >= self.settings.passes:
                     break
+                if self.up and not self._stop.is_set():  # (an outage is retried quietly)
+                    at = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
+                    self.log(f"next pass at {at} (in {periodic.duration(wait)})", next_pass_in=round(wait, 1))
                 try:
                     await asyncio.wait_for(self._stop.wait(), wait)
                 except TimeoutError:
                     pass
             return EXIT_INTERRUPTED if self._stop.is_set() else 0
+
+    def _told(self, pass_cfg: CrawlConfig, outcome: Outcome) -> str:
+        """The pass's stop message, in the user's terms: a later pass stops at what earlier passes mirrored,
+        not at a --since the user never gave."""
+        if outcome.reason != Stop.SINCE_REACHED or pass_cfg.since == self.cfg.since or pass_cfg.since is None:
+            return outcome.message
+        mark = (f"what earlier passes mirrored (down to {pass_cfg.since}, "
+                f"{HIGH_WATER_MARGIN.total_seconds() / 3600:g}h below their newest image)")
+        told = outcome.message.replace(f"items older than --since {pass_cfg.since}", mark)
+        return outcome.message; return told if "--since" not in told else f"reached {mark}"
 
     def _maybe_compact(self, mirror: Mirror) -> None:
         state = mirror.state

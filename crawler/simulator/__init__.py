@@ -3,10 +3,10 @@
 Deterministic from a seed, with injectable faults; see `SimConfig`, `FaultConfig`, `SimServer`.
 """
 
-from .catalogue import Catalogue
-from .config import FaultConfig, SimConfig
-from .log import LogEntry, RequestLog
-from .server import SimServer
-from .thread import SimThread
+from crawler.simulator.catalogue import Catalogue
+from crawler.simulator.config import FaultConfig, SimConfig
+from crawler.simulator.log import LogEntry, RequestLog
+from crawler.simulator.server import SimServer
+from crawler.simulator.thread import SimThread
 
 __all__ = ["Catalogue", "FaultConfig", "LogEntry", "RequestLog", "SimConfig", "SimServer", "SimThread"]

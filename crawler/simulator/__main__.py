@@ -5,6 +5,6 @@ See `crawler/simulator/cli.py` for the options.
 
 import sys
 
-from .cli import main
+from crawler.simulator.cli import main
 
 sys.exit(main())

@@ -65,4 +65,6 @@ def _framing(content_type: str, length: int) -> tuple[bytes, bytes]:
         return b"RIFF" + struct.pack("<I", length - 8) + b"WEBPVP8 ", b""
     if content_type == "video/mp4":
         return _MP4_HEAD, b""
+    if content_type == "audio/mpeg":
+        return b"ID3\x04\x00\x00\x00\x00\x00\x00", b""
     return _JPEG_HEAD, _JPEG_TAIL

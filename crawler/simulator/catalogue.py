@@ -7,35 +7,30 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import OrderedDict
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from .bodies import BodyMaker, Rendition
-from .config import SimConfig
-from .hostile import HostileSet, failed_ids, invalid_count
-from .items import IMAGES_PER_MODEL, MIN_MODELS, NEWEST_MS, SPAN_MS, Record, RecordFactory, World
-from .model_index import ModelIndex
-from .models import ModelFilters, SimModel, SimVersion
-from .options import SizeRequest, parse_options
-from .query import PERIODS, Filters, parse_query
+from crawler.simulator.bodies import BodyMaker, Rendition
+from crawler.simulator.config import SimConfig
+from crawler.simulator.feeds import Selection, Snapshot
+from crawler.simulator.hostile import HostileSet, failed_ids, invalid_count
+from crawler.simulator.items import (
+    HASH1,
+    IMAGES_PER_MODEL,
+    MIN_MODELS,
+    NEWEST_MS,
+    SPAN_MS,
+    Record,
+    RecordFactory,
+    World,
+)
+from crawler.simulator.models import ModelFilters, SimModel, SimVersion
+from crawler.simulator.options import SizeRequest, parse_options
+from crawler.simulator.query import Filters, parse_query
+from crawler.simulator.shapes import is_audio, listed_size, shaped_path, still_video
 
 _FIRST_ID = 12_000_000
-_MAX_SELECTIONS = 64
-
-
-@dataclass(slots=True)
-class Selection:
-    """One filtered, sorted feed, hidden records included: cursors are offsets into it."""
-
-    records: tuple[Record, ...]
-    _positions: dict[int, int] | None = field(default=None)
-
-    def position(self, image_id: int) -> int | None:
-        if self._positions is None:
-            self._positions = {r.item["id"]: i for i, r in enumerate(self.records)}
-        return self._positions.get(image_id)
 
 
 class Catalogue:
@@ -48,21 +43,32 @@ class Catalogue:
         world = World.build(self._rng, max(MIN_MODELS, round(cfg.images / IMAGES_PER_MODEL)))
         self._world = world
         total = cfg.images + round(cfg.images * cfg.hidden)
-        self._factory = RecordFactory(self._rng, world, SPAN_MS // max(1, total), cfg.gone)
+        span_ms = round(cfg.span_days * 86_400_000) or SPAN_MS
+        self._factory = RecordFactory(self._rng, world, span_ms // max(1, total), cfg.gone)
         self._bodies = BodyMaker(cfg.seed, cfg.body_bytes)
         self.hostile = HostileSet(cfg.seed, self._bodies)
         records: list[Record] = []
-        image_id, created_ms = _FIRST_ID, NEWEST_MS - SPAN_MS
+        image_id, created_ms = _FIRST_ID, NEWEST_MS - span_ms
         for hidden in _hidden_flags(self._rng, cfg.images, total - cfg.images):
             id_step, ms_step = self._factory.next_gap()
             image_id, created_ms = image_id + id_step, created_ms + ms_step
-            records.append(self._factory.make(image_id, created_ms, hidden))
+            records.append(self._make(image_id, created_ms, hidden))
         records.reverse()
         self._install(records)
 
+    def _make(self, image_id: int, created_ms: int, hidden: bool) -> Record:
+        record = self._factory.make(image_id, created_ms, hidden)
+        # Chosen by a hash of the id, not the seeded generator, so every other field stays as it was.
+        if self._cfg.null_base_model and zlib.crc32(f"base:{image_id}".encode()) % 10_000 < self._cfg.null_base_model * 10_000:
+            record.item["baseModel"] = None
+        if self._cfg.real_shapes and record.item["type"] == "image" and is_audio(image_id):
+            record.item.update(type="audio", url=f"/{HASH1}/{record.uuid}/original=true/{record.uuid}.mp3")
+            record.content_type = "audio/mpeg"
+        return record
+
     def _install(self, records: list[Record]) -> None:
         # One reference swap: a server thread sees either the old catalogue or the new one, never a mix.
-        self._now = _Snapshot(tuple(records), self._cfg.seed, self._world)
+        self._now = Snapshot(tuple(records), self._cfg.seed, self._world)
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -87,7 +93,7 @@ class Catalogue:
         for _ in range(n):
             id_step, ms_step = self._factory.next_gap()
             image_id, created_ms = image_id + id_step, created_ms + ms_step
-            fresh.append(self._factory.make(image_id, created_ms, hidden=False))
+            fresh.append(self._make(image_id, created_ms, hidden=False))
         fresh.reverse()
         self._install(fresh + list(records))
         return [r.item["id"] for r in fresh]
@@ -126,21 +132,39 @@ class Catalogue:
         """id -> sha256 of the body a complete mirror of the `/images` query `params` must hold.
 
         With `width` or `original`, each URL is taken as rewritten to that size; with neither,
-        each item's own URL as listed. Gone items are left out (see `expected_gone`).
+        each item's own URL as listed (under `real_shapes`, the URL it is listed with). Gone items
+        are left out (see `expected_gone`), and so are videos the CDN would answer with a still
+        frame at that size (see `expected_stills`).
         """
         if width is not None and original:
             raise ValueError("ask for a width or the original, not both")
         out: dict[int, str] = {}
         for record in self._visible(params):
-            if record.gone:
+            size = self._size(record, width, original)
+            if record.gone or self._as_still(record, size):
                 continue
-            if width is None and not original:
-                own = parse_options(record.item["url"].split("/")[-2])
-                data, _ = self._body(record, own.width, own.original, False, cached=False)
-            else:
-                data, _ = self._body(record, width, original, False, cached=False)
+            data, _ = self._body(record, size.width, size.original, False, cached=False)
             out[record.item["id"]] = hashlib.sha256(data).hexdigest()
         return out
+
+    def expected_stills(
+        self, params: Mapping[str, str] | None = None, width: int | None = None, original: bool = False
+    ) -> set[int]:
+        """Ids of videos the CDN answers with one still frame at that size (`real_shapes` only)."""
+        return {r.item["id"] for r in self._visible(params) if self._as_still(r, self._size(r, width, original))}
+
+    def listed_path(self, record: Record) -> str:
+        """The origin-relative URL path `/images` lists for `record`."""
+        return shaped_path(record) if self._cfg.real_shapes else str(record.item["url"])
+
+    def _size(self, record: Record, width: int | None, original: bool) -> SizeRequest:
+        if width is None and not original:
+            own = listed_size(self.listed_path(record))
+            return SizeRequest(own.width, own.original)  # a listed `anim=false` is the thumbnail's, not ours
+        return SizeRequest(width, original)
+
+    def _as_still(self, record: Record, size: SizeRequest) -> bool:
+        return self._cfg.real_shapes and not size.original and still_video(record)
 
     def expected_gone(self, params: Mapping[str, str] | None = None) -> set[int]:
         """Ids the query lists whose files are deleted (the CDN answers 404 or 410)."""
@@ -218,55 +242,11 @@ class Catalogue:
         record = self._now.by_uuid.get(image_uuid)
         if record is None:
             raise KeyError(image_uuid)
-        return record.item["id"]
+        return int(record.item["id"])
 
     def _visible(self, params: Mapping[str, str] | None) -> list[Record]:
         filters = parse_query(params or {}).filters
         return [r for r in self.select(filters).records if not r.hidden]
-
-
-class _Snapshot:
-    """The catalogue at one moment, with the sorted feeds and filtered selections derived from it."""
-
-    __slots__ = ("records", "by_id", "by_uuid", "items", "newest_ms", "_seed", "_world", "_orders", "_selections",
-                 "_models")
-
-    def __init__(self, records: tuple[Record, ...], seed: int, world: World) -> None:
-        self.records = records  # newest first
-        self.by_id = {r.item["id"]: r for r in records}
-        self.by_uuid = {r.uuid: r for r in records if not r.hidden}
-        self.items = [r.item for r in records if not r.hidden]
-        self.newest_ms = records[0].created_ms if records else NEWEST_MS
-        self._seed = seed
-        self._orders: dict[str, tuple[Record, ...]] = {}
-        self._selections: OrderedDict[Filters, Selection] = OrderedDict()
-        self._world = world
-        self._models: ModelIndex | None = None
-
-    def model_index(self) -> ModelIndex:
-        # Two threads may both build it; the results are equal, so the race is harmless.
-        if self._models is None:
-            self._models = ModelIndex(self._world, self.records, self._seed, self.newest_ms)
-        return self._models
-
-    def select(self, filters: Filters) -> Selection:
-        selections = self._selections
-        found = selections.get(filters)
-        if found is not None:
-            return found
-        days = PERIODS[filters.period]
-        since = self.newest_ms - days * 86_400_000 if days else None
-        chosen = Selection(tuple(r for r in self._order(filters.sort) if _matches(r, filters, since)))
-        selections[filters] = chosen
-        if len(selections) > _MAX_SELECTIONS:
-            selections.popitem(last=False)
-        return chosen
-
-    def _order(self, sort: str) -> tuple[Record, ...]:
-        order = self._orders.get(sort)
-        if order is None:
-            order = self._orders[sort] = _sorted(self.records, sort, self._seed)
-        return order
 
 
 def _hidden_flags(rng: random.Random, visible: int, hidden: int) -> list[bool]:
@@ -278,48 +258,3 @@ def _hidden_flags(rng: random.Random, visible: int, hidden: int) -> list[bool]:
         flags[at:at] = [True] * run
         hidden -= run
     return flags
-
-
-def _sorted(records: tuple[Record, ...], sort: str, seed: int) -> tuple[Record, ...]:
-    # `records` is newest first, and Python's sort is stable, so ties keep newest first.
-    if sort == "Newest":
-        return records
-    if sort == "Oldest":
-        return records[::-1]
-    if sort == "Random":
-        shuffled = list(records)
-        random.Random(f"{seed}:random").shuffle(shuffled)
-        return tuple(shuffled)
-    if sort == "Most Comments":
-        return tuple(sorted(records, key=lambda r: -r.item["stats"]["commentCount"]))
-    if sort == "Most Collected":
-        return tuple(sorted(records, key=lambda r: -r.collected))
-    return tuple(sorted(records, key=_reactions))
-
-
-def _reactions(record: Record) -> int:
-    s = record.item["stats"]
-    return -(s["likeCount"] + s["heartCount"] + s["laughCount"] + s["cryCount"])
-
-
-def _matches(record: Record, f: Filters, since_ms: int | None) -> bool:
-    item = record.item
-    if not item["browsingLevel"] & f.levels:
-        return False
-    if since_ms is not None and record.created_ms < since_ms:
-        return False
-    if f.username is not None and item["username"].lower() != f.username:
-        return False
-    if f.user_id is not None and record.user_id != f.user_id:
-        return False
-    if f.post_id is not None and item["postId"] != f.post_id:
-        return False
-    if f.model_id is not None and f.model_id not in record.model_ids:
-        return False
-    if f.model_version_id is not None and f.model_version_id not in item["modelVersionIds"]:
-        return False
-    if f.image_id is not None and item["id"] != f.image_id:
-        return False
-    if f.base_models is not None and item["baseModel"] not in f.base_models:
-        return False
-    return f.media_type is None or item["type"] == f.media_type

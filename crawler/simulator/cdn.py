@@ -6,18 +6,20 @@ Partial-write faults stream the body with `web.StreamResponse` so they can stop 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from aiohttp import web
 
-from . import abrupt
-from .catalogue import Catalogue
-from .config import FaultConfig
-from .faults import FaultPicker
-from .hostile import DOTS_RESOLVED
-from .hostile_cdn import HostileCdn
-from .items import HASH1
-from .log import ENTRY_KEY, LogEntry
-from .options import parse_options
+from crawler.simulator import abrupt
+from crawler.simulator.catalogue import Catalogue
+from crawler.simulator.config import FaultConfig
+from crawler.simulator.faults import FaultPicker
+from crawler.simulator.hostile import DOTS_RESOLVED
+from crawler.simulator.hostile_cdn import HostileCdn
+from crawler.simulator.items import HASH1, Record
+from crawler.simulator.log import ENTRY_KEY, LogEntry
+from crawler.simulator.options import SizeRequest, parse_options
+from crawler.simulator.shapes import still_video
 
 _HTML_500 = b"<html><head><title>500 Internal Server Error</title></head><body><h1>500</h1></body></html>"
 # What a CDN's bot check or error page looks like to a client that trusts status 200 blindly.
@@ -27,9 +29,12 @@ _HTML_PAGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>
 class CdnEndpoint:
     """One per server; `closing` is set at shutdown so a stalled body gives up at once."""
 
-    __slots__ = ("_catalogue", "_faults", "_cfg", "_closing", "_hostile")
+    __slots__ = ("_catalogue", "_faults", "_cfg", "_closing", "_hostile", "_shapes")
 
-    def __init__(self, catalogue: Catalogue, faults: FaultPicker, cfg: FaultConfig, closing: asyncio.Event) -> None:
+    def __init__(
+        self, catalogue: Catalogue, faults: FaultPicker, cfg: FaultConfig, closing: asyncio.Event, shapes: bool = False
+    ) -> None:
+        self._shapes = shapes
         self._catalogue = catalogue
         self._faults = faults
         self._cfg = cfg
@@ -37,7 +42,6 @@ class CdnEndpoint:
         self._hostile = HostileCdn(catalogue.hostile, closing)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        entry: LogEntry = request[ENTRY_KEY]
         info = request.match_info
         record = self._catalogue.by_uuid(info["uuid"]) if info["hash1"] == HASH1 else None
         if record is None:
@@ -49,6 +53,24 @@ class CdnEndpoint:
             size = parse_options(info["params"])
         except ValueError as exc:
             return web.Response(status=400, text=str(exc))
+        return await self._serve(request, record, size)
+
+    async def b2(self, request: web.Request) -> web.StreamResponse:
+        """image-b2's media path `/file/civitai-media-cache/{uuid}[/{params}]/{name}`: no params, the original."""
+        info = request.match_info
+        record = self._catalogue.by_uuid(info["uuid"])
+        if record is None:
+            return web.Response(status=404, text="Not Found")
+        try:
+            size = parse_options(info["params"]) if "params" in info else SizeRequest(original=True)
+        except ValueError as exc:
+            return web.Response(status=400, text=str(exc))
+        return await self._serve(request, record, size)
+
+    async def _serve(self, request: web.Request, record: Record, size: SizeRequest) -> web.StreamResponse:
+        entry: LogEntry = request[ENTRY_KEY]
+        if self._shapes and not size.original and still_video(record):
+            size = replace(size, still=True)  # a size transform turned this video into one frame
         fault = self._faults.cdn()
         entry.fault = fault
         if fault == "429":

@@ -11,6 +11,12 @@ from dataclasses import dataclass, field, fields
 CURSOR_STYLES = ("offset", "number", "feed")
 # How `/images` misbehaves for a hostile-input suite (see `modes.py`); "normal" is the real API.
 API_MODES = ("normal", "no-items", "cursor-loop", "empty-forever", "401", "403", "451", "redirect", "not-json")
+#: The sites CivitAI answers as since 2026-04 (civitai.com / .red / .green); see `sites.py`.
+SITES = ("com", "red", "green")
+#: open: every level; restricted: clamped to PG + PG-13; blocked: every API request answers 451.
+REGIONS = ("open", "restricted", "blocked")
+#: The key of a 4xx JSON body: `{"error": ...}` before 2026-08, `{"message": ...}` since.
+ERROR_BODIES = ("error", "message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,17 @@ class SimConfig:
     port: int = 0
     api_mode: str = "normal"
     hostile_items: bool = False  # the first page of every query also lists `hostile.HOSTILE`
+    # The options below are off by default: each reproduces a 2026 behaviour of the real API.
+    depth_cap: int = 0  # /images lists at most this many feed positions of one query, then no nextCursor
+    stale_cursors: bool = False  # remember issued cursors: after `switch_backend()` older ones answer 400
+    sites: bool = False  # answer as com/red/green by Host name or a `/{site}` path prefix (sites.py)
+    sfw_sites: tuple[str, ...] = ("green",)  # with `sites`: these sites list PG + PG-13 only
+    anonymous_sfw: bool = False  # callers without a key get PG + PG-13 only, whatever they ask
+    region: str = "open"  # one of REGIONS
+    error_body: str = "error"  # one of ERROR_BODIES (the stale-cursor 400 always says "message")
+    real_shapes: bool = False  # items take the shapes recorded in 2026 (shapes.py)
+    span_days: float = 0.0  # createdAt spread over this many days up to the newest; 0 = the usual 540
+    null_base_model: float = 0.0  # this share of images has `baseModel` null (matched by no `baseModels`)
 
     def __post_init__(self) -> None:
         if self.images < 0:
@@ -84,6 +101,18 @@ class SimConfig:
             raise ValueError(f"SimConfig.cursor_style must be one of {', '.join(CURSOR_STYLES)}")
         if self.api_mode not in API_MODES:
             raise ValueError(f"SimConfig.api_mode must be one of {', '.join(API_MODES)}")
+        if self.span_days < 0:
+            raise ValueError("SimConfig.span_days must not be negative (0 = the usual span)")
+        if not 0.0 <= self.null_base_model <= 1.0:
+            raise ValueError("SimConfig.null_base_model must be within 0..1")
+        if self.depth_cap < 0:
+            raise ValueError("SimConfig.depth_cap must not be negative (0 = no cap)")
+        if not set(self.sfw_sites) <= set(SITES):
+            raise ValueError(f"SimConfig.sfw_sites must be among {', '.join(SITES)}")
+        if self.region not in REGIONS:
+            raise ValueError(f"SimConfig.region must be one of {', '.join(REGIONS)}")
+        if self.error_body not in ERROR_BODIES:
+            raise ValueError(f"SimConfig.error_body must be one of {', '.join(ERROR_BODIES)}")
         if not 0 <= self.port <= 65535:
             raise ValueError("SimConfig.port must be within 0..65535")
         require_loopback(self.host)

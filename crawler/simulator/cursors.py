@@ -1,19 +1,60 @@
 """The three cursor forms CivitAI has used, all mapping to an offset into one filtered feed.
 
 Cursors carry a check value, so a cursor this server never issued is refused like the API does.
+`Generations` adds the feed backend switches CivitAI has made: after `switch()`, a cursor issued
+under an earlier backend is refused with `StaleCursor` (HTTP 400, the API's own message).
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Hashable
 
-from .catalogue import Selection
+from crawler.simulator.feeds import Selection
 
 _EPOCH_MS = 1_700_000_000_000
 
 
 class CursorError(ValueError):
     """A cursor this server never issued (HTTP 400)."""
+
+
+class StaleCursor(CursorError):
+    """A cursor issued by an earlier feed backend (HTTP 400 with `STALE_MESSAGE`)."""
+
+
+STALE_MESSAGE = "This cursor cannot be continued with these filters"
+
+
+class Generations:
+    """Which backend generation issued each cursor of each query; off (`track=False`) it remembers nothing.
+
+    A query restarted from its first page is issued the same cursors again, now under the current
+    generation, so only cursors saved from before the switch are refused.
+    """
+
+    __slots__ = ("_track", "_issued", "generation")
+
+    def __init__(self, track: bool) -> None:
+        self._track = track
+        self._issued: dict[tuple[Hashable, str], int] = {}
+        self.generation = 0
+
+    def issued(self, query: Hashable, cursor: str | int) -> None:
+        if self._track:
+            self._issued[(query, str(cursor))] = self.generation
+
+    def check(self, query: Hashable, cursor: str) -> None:
+        """Raise StaleCursor unless the current backend issued `cursor` for `query` (or never switched)."""
+        if self._track and self.generation > 0 and self._issued.get((query, cursor)) != self.generation:
+            raise StaleCursor(STALE_MESSAGE)
+
+    def switch(self) -> int:
+        """A new feed backend: every cursor issued so far goes stale. Returns the new generation."""
+        if not self._track:
+            raise RuntimeError("switching backends needs SimConfig(stale_cursors=True)")
+        self.generation += 1
+        return self.generation
 
 
 class Cursors:

@@ -10,7 +10,7 @@ import random
 import time
 from email.utils import formatdate
 
-from .config import API_FAULTS, CDN_FAULTS, FaultConfig
+from crawler.simulator.config import API_FAULTS, CDN_FAULTS, FaultConfig
 
 
 class FaultPicker:

@@ -9,14 +9,11 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from .bodies import BodyMaker
-from .items import HASH1, uuid4_from
-
-if TYPE_CHECKING:
-    from .catalogue import Catalogue
+from crawler.simulator.bodies import BodyMaker
+from crawler.simulator.items import HASH1, uuid4_from
 
 # What a correct crawler does with a hostile item:
 INVALID = "invalid"  # skips it as un-mirrorable and counts it; fetches nothing
@@ -120,9 +117,8 @@ def failed_ids() -> set[int]:
     return {ident for ident, what in HOSTILE.values() if what == FAILED and ident is not None}
 
 
-def hostile_items(origin: str, catalogue: Catalogue) -> list[Any]:
+def hostile_items(origin: str, files: HostileSet) -> list[Any]:
     """The hostile items in `HOSTILE` order, URLs on `origin` (the request's own, as real items have)."""
-    files = catalogue.hostile
     port = urlsplit(origin).port
     out: list[Any] = []
     for name in HOSTILE:

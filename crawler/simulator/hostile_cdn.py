@@ -9,9 +9,9 @@ import asyncio
 
 from aiohttp import web
 
-from . import abrupt
-from .hostile import HUGE_BYTES, HostileFile, HostileSet, localhost_origin
-from .log import ENTRY_KEY, LogEntry
+from crawler.simulator import abrupt
+from crawler.simulator.hostile import HUGE_BYTES, HostileFile, HostileSet, localhost_origin
+from crawler.simulator.log import ENTRY_KEY, LogEntry
 
 _CHUNK = 64 * 1024
 _CHUNK_PAUSE = 0.002  # slow enough that a crawler's size check bites long before 50 MB

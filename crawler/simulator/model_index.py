@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .items import Record, World
-from .models import ModelFilters, ModelImage, SimModel, SimVersion, build_models, select_models, shown_images
-from .models_query import parse_model_query
+from crawler.simulator.items import Record, World
+from crawler.simulator.models import ModelFilters, ModelImage, SimModel, SimVersion, build_models, select_models, shown_images
+from crawler.simulator.models_query import parse_model_query
 
 ENDPOINTS = ("models", "model", "model-version")
 

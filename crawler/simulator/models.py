@@ -11,8 +11,8 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .items import HASH1, NEWEST_MS, SPAN_MS, Record, World
-from .query import ALL_LEVELS, PERIODS
+from crawler.simulator.items import HASH1, NEWEST_MS, SPAN_MS, Record, World
+from crawler.simulator.query import ALL_LEVELS, PERIODS
 
 MODEL_TYPES = ("Checkpoint", "TextualInversion", "Hypernetwork", "AestheticGradient", "LORA", "Controlnet", "Poses")
 MODEL_SORTS = ("Highest Rated", "Most Downloaded", "Newest")

@@ -10,34 +10,35 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .answer import NotFound, json_answer, next_page
-from .catalogue import Catalogue
-from .cursors import Cursors
-from .faults import FaultPicker
-from .items import iso_ms
-from .models import ModelImage, SimModel, SimVersion, shown_images
-from .models_query import parse_model_query
-from .query import ALL_LEVELS, QueryError
+from crawler.simulator.answer import NotFound, json_answer, next_page
+from crawler.simulator.catalogue import Catalogue
+from crawler.simulator.cursors import Cursors
+from crawler.simulator.faults import FaultPicker
+from crawler.simulator.items import iso_ms
+from crawler.simulator.models import ModelImage, SimModel, SimVersion, shown_images
+from crawler.simulator.models_query import parse_model_query
+from crawler.simulator.query import ALL_LEVELS, QueryError
 
 
 class ModelsEndpoint:
     """One per server, serving all three routes; holds nothing per request."""
 
-    __slots__ = ("_catalogue", "_cursors", "_faults")
+    __slots__ = ("_catalogue", "_cursors", "_faults", "_error_key")
 
-    def __init__(self, catalogue: Catalogue, cursors: Cursors, faults: FaultPicker) -> None:
+    def __init__(self, catalogue: Catalogue, cursors: Cursors, faults: FaultPicker, error_key: str = "error") -> None:
+        self._error_key = error_key
         self._catalogue = catalogue
         self._cursors = cursors
         self._faults = faults
 
     async def list(self, request: web.Request) -> web.StreamResponse:
-        return json_answer(request, self._faults, lambda: self._page(request))
+        return json_answer(request, self._faults, lambda: self._page(request), self._error_key)
 
     async def model(self, request: web.Request) -> web.StreamResponse:
-        return json_answer(request, self._faults, lambda: self._model(request))
+        return json_answer(request, self._faults, lambda: self._model(request), self._error_key)
 
     async def version(self, request: web.Request) -> web.StreamResponse:
-        return json_answer(request, self._faults, lambda: self._version(request))
+        return json_answer(request, self._faults, lambda: self._version(request), self._error_key)
 
     def _page(self, request: web.Request) -> bytes:
         query = parse_model_query(request.query)

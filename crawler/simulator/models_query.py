@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .models import MODEL_SORTS, MODEL_TYPES, ModelFilters
-from .query import ALL_LEVELS, PERIODS, QueryError, choice_param, uint_param
+from crawler.simulator.models import MODEL_SORTS, MODEL_TYPES, ModelFilters
+from crawler.simulator.query import ALL_LEVELS, PERIODS, QueryError, choice_param, uint_param
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 100

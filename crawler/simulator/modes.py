@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from .hostile import localhost_origin
+from crawler.simulator.hostile import localhost_origin
 
 _REFUSALS = {
     "401": "Unauthorized: this request needs a valid API key",

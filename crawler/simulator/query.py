@@ -39,6 +39,7 @@ class Filters:
     image_id: int | None = None
     base_models: frozenset[str] | None = None
     media_type: str | None = None
+    tag_ids: frozenset[int] | None = None  # `tags=ID,...`: any of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class Query:
     limit: int = DEFAULT_LIMIT
     with_meta: bool = False
     cursor: str | None = None
+    with_tags: bool = False
 
 
 def parse_query(params: Mapping[str, str]) -> Query:
@@ -74,9 +76,20 @@ def parse_query(params: Mapping[str, str]) -> Query:
         image_id=uint_param(params, "imageId"),
         base_models=frozenset(b.strip() for b in base_models.split(",") if b.strip()) if base_models else None,
         media_type=media_type,
+        tag_ids=_tag_ids(params.get("tags")),
     )
     with_meta = params.get("withMeta", "false").lower() in ("true", "1")
-    return Query(filters=filters, limit=limit, with_meta=with_meta, cursor=params.get("cursor"))
+    with_tags = params.get("withTags", "false").lower() in ("true", "1")
+    return Query(filters=filters, limit=limit, with_meta=with_meta, cursor=params.get("cursor"), with_tags=with_tags)
+
+
+def _tag_ids(raw: str | None) -> frozenset[int] | None:
+    if not raw:
+        return None
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not all(_UINT.fullmatch(p) for p in parts):
+        raise QueryError(f"tags must be comma-separated tag ids, got {raw!r}")
+    return frozenset(int(p) for p in parts) or None
 
 
 def uint_param(params: Mapping[str, str], name: str) -> int | None:

@@ -10,19 +10,26 @@ import time
 from types import TracebackType
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
-from .api import ImagesEndpoint
-from .catalogue import Catalogue
-from .cdn import CdnEndpoint
-from .config import SimConfig, require_loopback
-from .cursors import Cursors
-from .faults import FaultPicker
-from .hostile import DOTS_RESOLVED
-from .items import HASH1
-from .log import ENTRY_KEY, LogEntry, RequestLog
-from .models_api import ModelsEndpoint
+from crawler.simulator.answer import error
+from crawler.simulator.api import ImagesEndpoint
+from crawler.simulator.catalogue import Catalogue
+from crawler.simulator.cdn import CdnEndpoint
+from crawler.simulator.config import SITES, SimConfig, require_loopback
+from crawler.simulator.cursors import Cursors
+from crawler.simulator.faults import FaultPicker
+from crawler.simulator.hostile import DOTS_RESOLVED
+from crawler.simulator.items import HASH1
+from crawler.simulator.log import ENTRY_KEY, LogEntry, RequestLog
+from crawler.simulator.models_api import ModelsEndpoint
+from crawler.simulator.shapes import B2_PREFIX
+from crawler.simulator.sites import BLOCKED_MESSAGE
 
-_CDN_PREFIX = f"/{HASH1}/"
+_CDN_PREFIXES = (f"/{HASH1}/", B2_PREFIX + "/")
+_SITE_PREFIXES = frozenset(f"/{site}" for site in SITES)
+#: Not CivitAI's: the test's lever for a feed-backend switch (see `SimServer.switch_backend`).
+SWITCH_PATH = "/_sim/switch-backend"
 
 
 class SimServer:
@@ -36,6 +43,7 @@ class SimServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
+        self._images: ImagesEndpoint | None = None
 
     @property
     def origin(self) -> str:
@@ -51,13 +59,20 @@ class SimServer:
         faults = FaultPicker(self.cfg.faults, self.cfg.seed)
         cursors = Cursors(self.cfg.cursor_style, self.cfg.seed)
         images = ImagesEndpoint(self.catalogue, cursors, faults, self.cfg.faults, self.cfg)
-        cdn = CdnEndpoint(self.catalogue, faults, self.cfg.faults, self._closing)
+        self._images = images
+        cdn = CdnEndpoint(self.catalogue, faults, self.cfg.faults, self._closing, self.cfg.real_shapes)
         app = web.Application(middlewares=[self._middleware()])
-        app.router.add_get("/api/v1/images", images.handle)
-        models = ModelsEndpoint(self.catalogue, cursors, faults)
-        app.router.add_get("/api/v1/models", models.list)
-        app.router.add_get("/api/v1/models/{model_id}", models.model)
-        app.router.add_get("/api/v1/model-versions/{version_id}", models.version)
+        models = ModelsEndpoint(self.catalogue, cursors, faults, self.cfg.error_body)
+        # With `sites`, each API path is also served under `/{site}` for clients that reach only 127.0.0.1.
+        prefixes = ["", f"/{{site:{'|'.join(SITES)}}}"] if self.cfg.sites else [""]
+        for prefix in prefixes:
+            app.router.add_get(prefix + "/api/v1/images", images.handle)
+            app.router.add_get(prefix + "/api/v1/models", models.list)
+            app.router.add_get(prefix + "/api/v1/models/{model_id}", models.model)
+            app.router.add_get(prefix + "/api/v1/model-versions/{version_id}", models.version)
+        app.router.add_post(SWITCH_PATH, self._switch)
+        app.router.add_get(B2_PREFIX + "/{uuid}/{name}", cdn.b2)
+        app.router.add_get(B2_PREFIX + "/{uuid}/{params}/{name}", cdn.b2)
         app.router.add_get("/{hash1}/{uuid}/{params}/{name}", cdn.handle)
         # Where the hostile `traversal-dots` URL leads, unresolved (urllib) and resolved (aiohttp).
         app.router.add_get("/{hash1}/{uuid}/{params}/{rest:.+}", cdn.traversed)
@@ -69,6 +84,23 @@ class SimServer:
         await site.start()
         self._runner = runner
         self.port = runner.addresses[0][1]
+
+    def switch_backend(self) -> int:
+        """CivitAI moves `/images` to a new feed backend: every cursor issued so far answers 400 from now on.
+
+        Needs `SimConfig(stale_cursors=True)` (RuntimeError otherwise) and a started server; returns
+        the new backend generation. `POST /_sim/switch-backend` does the same over HTTP.
+        """
+        if self._images is None:
+            raise RuntimeError("the simulator is not started")
+        return self._images.generations.switch()
+
+    async def _switch(self, request: web.Request) -> web.Response:
+        try:
+            generation = self.switch_backend()
+        except RuntimeError as exc:
+            return web.json_response({"message": str(exc)}, status=409)
+        return web.json_response({"generation": generation})
 
     async def stop(self) -> None:
         if self._closing is not None:
@@ -86,14 +118,17 @@ class SimServer:
     ) -> None:
         await self.stop()
 
-    def _middleware(self) -> web.Middleware:
+    def _middleware(self) -> Middleware:
         log = self.log
         latency = self.cfg.faults.latency_ms / 1000.0
+        blocked = self.cfg.region == "blocked"
+        error_key = self.cfg.error_body
 
         @web.middleware
-        async def record(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
             path = request.path
-            kind = "api" if path.startswith("/api/") else "cdn" if path.startswith(_CDN_PREFIX) else "other"
+            api = path.startswith("/api/") or path.partition("/api/")[0] in _SITE_PREFIXES
+            kind = "api" if api else "cdn" if path.startswith(_CDN_PREFIXES) else "other"
             query = request.query
             entry = LogEntry(
                 t=time.monotonic(),
@@ -108,6 +143,9 @@ class SimServer:
             request[ENTRY_KEY] = entry
             if latency:
                 await asyncio.sleep(latency)
+            if blocked and kind == "api":
+                entry.status = 451
+                return error(451, BLOCKED_MESSAGE, error_key)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:

@@ -9,10 +9,10 @@ import asyncio
 import threading
 from types import TracebackType
 
-from .catalogue import Catalogue
-from .config import SimConfig
-from .log import RequestLog
-from .server import SimServer
+from crawler.simulator.catalogue import Catalogue
+from crawler.simulator.config import SimConfig
+from crawler.simulator.log import RequestLog
+from crawler.simulator.server import SimServer
 
 
 class SimThread:
@@ -49,6 +49,10 @@ class SimThread:
     @property
     def api_base(self) -> str:
         return self.server.api_base
+
+    def switch_backend(self) -> int:
+        """See `SimServer.switch_backend` (a counter the server thread reads; safe from this one)."""
+        return self.server.switch_backend()
 
     def start(self) -> None:
         self._thread.start()

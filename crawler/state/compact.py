@@ -16,8 +16,10 @@ from typing import Any
 
 import orjson
 
-from crawler.state.manifest import MANIFEST_NAME, iter_records_at, key_of
 from crawler.keys import Key
+from crawler.state import records
+from crawler.state.manifest import MANIFEST_NAME, iter_records_at
+from crawler.state.records import CHECKPOINT, HWM, IMAGE, RUN, key_of
 
 PREVIOUS = MANIFEST_NAME + ".prev"
 WORKING = MANIFEST_NAME + ".compacting"
@@ -40,16 +42,16 @@ def _keep(path: Path) -> tuple[set[int], int | None, int]:
     for offset, record in iter_records_at(path):
         count += 1
         kind = record["kind"]
-        if kind == "image":
+        if kind == IMAGE:
             key = key_of(record)
             if key is not None:
                 images[key] = offset
-        elif kind in ("checkpoint", "hwm"):
+        elif kind in (CHECKPOINT, HWM):
             bookkeeping[(kind, record.get("query"))] = offset
-        elif kind == "run" and record.get("event") == "end":
-            bookkeeping[("run", record.get("query"))] = offset
-        elif kind == "durable" and isinstance(record.get("upto"), int):
-            durable_upto = record["upto"]
+        elif records.is_run_end(record):
+            bookkeeping[(RUN, record.get("query"))] = offset
+        elif (upto := records.durable_upto(record)) is not None:
+            durable_upto = upto
     return set(images.values()) | set(bookkeeping.values()), durable_upto, count
 
 
@@ -64,15 +66,15 @@ def compact(root: Path) -> CompactResult:
     marked = durable_upto is None
     with open(working, "wb") as out:
         for offset, record in iter_records_at(path):
-            if not marked and offset >= durable_upto:  # type: ignore[operator]
+            if durable_upto is not None and not marked and offset >= durable_upto:
                 # Records that were past the last group commit stay past it: they are still re-checked.
-                out.write(orjson.dumps({"kind": "durable", "upto": out.tell(), "files": 0, "fsync": True}) + b"\n")
+                out.write(orjson.dumps(records.durable(out.tell(), 0, True, stamped=False)) + b"\n")
                 marked = True
             if offset in keep:
                 out.write(orjson.dumps(record) + b"\n")
                 kept += 1
         if not marked:
-            out.write(orjson.dumps({"kind": "durable", "upto": out.tell(), "files": 0, "fsync": True}) + b"\n")
+            out.write(orjson.dumps(records.durable(out.tell(), 0, True, stamped=False)) + b"\n")
         out.flush()
         os.fsync(out.fileno())
     previous = root / PREVIOUS

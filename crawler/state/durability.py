@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
+from crawler.state import records
 from crawler.state.manifest import ManifestWriter
 
 
 class GroupCommit:
-    __slots__ = ("writer", "fsync", "interval", "max_pending", "_pending", "_full", "commits", "files_synced")
+    __slots__ = ("writer", "fsync", "interval", "max_pending", "_pending", "_full", "_marked", "commits", "files_synced")
 
     def __init__(self, writer: ManifestWriter, fsync: bool = True, interval: float = 1.0, max_pending: int = 2048) -> None:
         """`fsync=False` (--no-fsync) still writes markers, so a later run need not re-check anything."""
@@ -30,6 +30,7 @@ class GroupCommit:
         self.max_pending = max_pending
         self._pending: list[str] = []
         self._full = asyncio.Event()
+        self._marked = -1  # the log's end just after our last marker: nothing to vouch for while it stays there
         self.commits = 0
         self.files_synced = 0
 
@@ -51,7 +52,7 @@ class GroupCommit:
         self._full.clear()
         batch, self._pending = self._pending, []
         upto = self.writer.offset  # every record written so far; their files are in `batch` or earlier
-        if not batch and upto == self.writer.durable_offset:
+        if not batch and upto in (self.writer.durable_offset, self._marked):
             return
         if self.fsync:
             syncing = asyncio.ensure_future(asyncio.to_thread(_sync, batch, self.writer))
@@ -65,7 +66,8 @@ class GroupCommit:
             self.files_synced += len(batch)
         self.writer.durable_offset = upto
         self.commits += 1
-        self.writer.append({"kind": "durable", "upto": upto, "files": len(batch), "fsync": self.fsync, "t": time.time()})
+        self.writer.append(records.durable(upto, len(batch), self.fsync))
+        self._marked = self.writer.offset
 
 
 def _sync(files: list[str], writer: ManifestWriter) -> None:

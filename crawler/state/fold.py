@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crawler.keys import Key, KeySet
-from crawler.state.manifest import key_of
+from crawler.state import records
+from crawler.state.records import CHECKPOINT, DONE, FAILED, GONE, HWM, IMAGE, REF, key_of
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class ResumeState:
     def feed(self, offset: int, record: dict[str, Any]) -> None:
         self.records += 1
         kind = record["kind"]
-        if kind == "image":
+        if kind == IMAGE:
             key = key_of(record)
             if key is None:  # written by something else; nothing we could skip or retry
                 return
@@ -51,9 +52,9 @@ class ResumeState:
                     self.refs.add((key, record["source"]))
                 if isinstance(key, int) and isinstance(record.get("uuid"), str):
                     self.by_uuid[record["uuid"]] = key  # type: ignore[index]
-            status = record.get("status")
+            status = records.status_of(record)
             # The last record of an image is its state (as status, export and compact read it).
-            if status == "done":
+            if status == DONE:
                 self.done.add(key)
                 self.failed.pop(key, None)
                 self.gone.discard(key)
@@ -61,33 +62,33 @@ class ResumeState:
                 # commit churned the allocator enough to grow RSS with every image.
                 self.tail.append((offset, {"id": record.get("id"), "uuid": record.get("uuid"),
                                            "path": record.get("path"), "sha256": record.get("sha256")}))
-            elif status == "gone":
+            elif status == GONE:
                 self.gone.add(key)
                 self.failed.pop(key, None)
                 self.done.discard(key)
-            elif status == "failed":
+            elif status == FAILED:
                 self.failed[key] = record
                 self.done.discard(key)
                 self.gone.discard(key)
-        elif kind == "durable" and isinstance(record.get("upto"), int):
-            upto = self.durable_upto = record["upto"]
+        elif (upto := records.durable_upto(record)) is not None:
+            self.durable_upto = upto
             self.tail = [(o, r) for o, r in self.tail if o >= upto]
             for query, entries in self.checkpoints.items():
                 trusted = [c for c in entries if c[0] < upto]
                 self.checkpoints[query] = trusted[-1:] + [c for c in entries if c[0] >= upto]
-        elif kind == "checkpoint" and isinstance(record.get("query"), str):
+        elif kind == CHECKPOINT and isinstance(record.get("query"), str):
             entries = self.checkpoints.setdefault(record["query"], [])
             entries.append((offset, record))
             if self.durable_upto is None:
                 del entries[:-1]  # without group commit every record is taken as it is: keep the last
-        elif kind == "ref" and self.refs is not None:
+        elif kind == REF and self.refs is not None:
             key = key_of(record)
             if key is not None and isinstance(record.get("source"), str):
                 self.refs.add((key, record["source"]))
-        elif kind == "hwm" and isinstance(record.get("query"), str) and isinstance(record.get("created_at"), str):
+        elif kind == HWM and isinstance(record.get("query"), str) and isinstance(record.get("created_at"), str):
             self.high_waters[record["query"]] = record["created_at"]
 
-    def for_query(self, query: str) -> "ResumeState":
+    def for_query(self, query: str) -> ResumeState:
         if self.durable_upto is not None:
             self.unverified = [r for _o, r in self.tail]
         self.checkpoint = self.checkpoint_of(query)

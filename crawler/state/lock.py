@@ -40,7 +40,7 @@ class DirLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = -1
 
-    def __enter__(self) -> "DirLock":
+    def __enter__(self) -> DirLock:
         self.acquire()
         return self
 

@@ -2,7 +2,9 @@
 
 Records are only ever appended (in small batches, one write(2) each), so kill -9 can at worst tear
 the last line; readers skip a bad line, report its number once, and never rewrite the user's file.
-The effective state of an image is its last record.
+The effective state of an image is its last record. What each record holds, and how to ask it, is
+`crawler.state.records`; this module only moves records to and from the file, and is the one way the
+log is read (`iter_records`, `iter_records_at`).
 """
 
 from __future__ import annotations
@@ -10,35 +12,33 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import orjson
 
-from crawler.keys import Key
+from crawler.state.records import Record, key_of
 from crawler.store.errors import DiskFull
+
+# key_of lives in records.py; named here too for callers that import it from the manifest (tests/conftest.py).
+__all__ = ["MANIFEST_NAME", "ManifestWriter", "iter_records", "iter_records_at", "key_of"]
 
 MANIFEST_NAME = "manifest.jsonl"
 
 
-def key_of(record: dict[str, Any]) -> Key | None:
-    ident = record.get("id")
-    if isinstance(ident, int) and not isinstance(ident, bool):
-        return ident
-    uuid = record.get("uuid")
-    return uuid if isinstance(uuid, str) and uuid else None
-
-
-def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None) -> Iterator[dict[str, Any]]:
+def iter_records(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None) -> Iterator[Record]:
     """Every well-formed record in order, streaming; `on_bad_line(number, raw)` for each torn/garbage line."""
     for _offset, record in iter_records_at(path, on_bad_line):
         yield record
 
 
 def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None = None,
-                    start: int = 0, progress: list[int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+                    start: int = 0, progress: list[int] | None = None,
+                    end: int | None = None) -> Iterator[tuple[int, Record]]:
     """(byte offset of the line, record) for every well-formed record from byte `start` (a line start).
 
+    A missing file has no records. `end`, if given, stops before the first line starting at or past it
+    (readers beside a running crawl fix `end` to the size the file had when they began).
     `progress`, if given, is kept at [bytes read up to, lines read] as the file is read.
     """
     try:
@@ -50,6 +50,8 @@ def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None
         f.seek(start)
         for number, line in enumerate(f, 1):
             at = offset
+            if end is not None and at >= end:
+                return
             offset += len(line)
             if progress is not None:
                 progress[0], progress[1] = offset, number
@@ -78,7 +80,7 @@ class ManifestWriter:
                  "on_append", "appended", "broken")
 
     def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25,
-                 on_append: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_append: Callable[[int, Record], None] | None = None) -> None:
         """`on_append(offset, record)` sees every record as written: the crawl keeps its fold current with it."""
         self.path = path
         self.on_append = on_append
@@ -99,7 +101,7 @@ class ManifestWriter:
                 if f.read(1) != b"\n":
                     self._buffer += b"\n"
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: Record) -> None:
         if self.on_append is not None:
             self.on_append(self.offset + len(self._buffer), record)
         self.appended += 1

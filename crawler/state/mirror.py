@@ -6,18 +6,17 @@ loaded once and kept current in memory instead of re-read per pass.
 
 from __future__ import annotations
 
-import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
-from crawler.state import resume
-from crawler.state import snapshot
 from crawler.config.settings import ConfigError
-from crawler.store.disk import file_digest
+from crawler.state import resume, snapshot
+from crawler.state.fold import ResumeState
 from crawler.state.lock import DirLock
 from crawler.state.manifest import MANIFEST_NAME
-from crawler.state.fold import ResumeState
+from crawler.state.records import Record
+from crawler.store.disk import read_digest
 
 
 def prepare_root(root: Path) -> None:
@@ -46,7 +45,7 @@ class Mirror:
         self.lock = DirLock(root)
         self.state = ResumeState()
 
-    async def __aenter__(self) -> "Mirror":
+    async def __aenter__(self) -> Mirror:
         prepare_root(self.root)
         self.lock.acquire()
         try:
@@ -80,7 +79,7 @@ class Mirror:
         if not self.state.unverified or self.images is None:
             self.state.unverified = []
             return
-        lost = await asyncio.to_thread(_damaged, self.images, self.state.unverified)
+        lost = await _damaged(self.images, self.state.unverified)
         for record in lost:
             self.state.forget(record)
         self.state.unverified = []
@@ -89,10 +88,12 @@ class Mirror:
                      "they will be downloaded again")
 
 
-def _damaged(root: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _damaged(root: Path, records: list[Record]) -> list[Record]:
+    """The done records whose file is missing, unreadable or not what was recorded (one at a time:
+    this runs before any download starts, and a power loss leaves at most a second of records)."""
     damaged = []
     for record in records:
-        found = file_digest(root / str(record.get("path")))
+        found = await read_digest(root / str(record.get("path")))
         if found is None or found[0] != record.get("sha256"):
             damaged.append(record)
     return damaged

@@ -14,6 +14,10 @@ The manifest is JSON lines; each line is one of these records (readers skip anyt
   exit code, counts).
 - `ref`: an image already mirrored reached again from another model version (`source`).
 - `hwm`: follow's high-water mark, the newest `created_at` of a complete pass of `query`.
+
+Builders (`done`, `failed`, ... `hwm`) are the only code that makes records; readers (`key_of`,
+`status_of`, `durable_upto`, `is_run_end`) are how every reader of the log asks what a record says,
+so a record from another tool or a torn line that parsed as JSON never raises here: it reads as "none".
 """
 
 from __future__ import annotations
@@ -49,6 +53,28 @@ def key_of(record: Record) -> Key | None:
         return ident
     uuid = record.get("uuid")
     return uuid if isinstance(uuid, str) and uuid else None
+
+
+def status_of(record: Record) -> str | None:
+    """`done`, `failed` or `gone` for an image record; None for any other record."""
+    status = record.get("status")
+    return status if record.get("kind") == IMAGE and isinstance(status, str) else None
+
+
+def durable_upto(record: Record) -> int | None:
+    """The byte offset a `durable` marker vouches for; None for any other record."""
+    upto = record.get("upto")
+    return upto if record.get("kind") == DURABLE and isinstance(upto, int) and not isinstance(upto, bool) else None
+
+
+def is_run_end(record: Record) -> bool:
+    return record.get("kind") == RUN and record.get("event") == "end"
+
+
+def query_of(record: Record) -> str | None:
+    """The query a checkpoint, hwm or run record belongs to."""
+    query = record.get("query")
+    return query if isinstance(query, str) else None
 
 
 def _image(job: Listed, status: str) -> Record:

@@ -6,14 +6,20 @@ Both stream the manifest and never write to the mirror, so they are safe while a
 from __future__ import annotations
 
 import asyncio
-
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from crawler.state.manifest import MANIFEST_NAME, iter_records, key_of
 from crawler.keys import Key
+from crawler.state import exclusions, records
+from crawler.state.current import current_done
+from crawler.state.manifest import MANIFEST_NAME, iter_records
+from crawler.state.records import CHECKPOINT, DONE, FAILED, GONE, IMAGE, key_of
+from crawler.stops import COMPLETE
+from crawler.store.base import Store
 
 
 @dataclass(slots=True)
@@ -29,65 +35,70 @@ class Summary:
     last_success: float | None = None  # when the last run (or follow pass) that completed its feed ended
     bad_lines: list[int] = field(default_factory=list)
     records: int = 0
+    excluded: int = 0  # done images in the exclusion list (left out of exports)
+    # The last run's proof (`proof` record): chains that ended at about --depth-cap, --deep's gaps and cost.
+    depth: dict[str, Any] | None = None
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"done": self.done, "failed": self.failed, "gone": self.gone, "bytes": self.bytes,
                 "failed_by_reason": dict(self.failed_by_reason), "failed_examples": self.failed_examples,
-                "last_checkpoint": self.last_checkpoint, "last_run": self.last_run,
-                "last_success": self.last_success, "bad_lines": self.bad_lines[:100], "records": self.records}
+                "last_checkpoint": self.last_checkpoint, "excluded": self.excluded, "last_run": self.last_run,
+                "last_success": self.last_success, "bad_lines": self.bad_lines[:100], "records": self.records,
+                "depth": self.depth, "gaps": self.gaps}
 
     def success_age(self) -> float | None:
-        import time
         return None if self.last_success is None else time.time() - self.last_success
-
-
-def effective_images(root: Path, bad_lines: list[int] | None = None) -> dict[Key, dict[str, Any]]:
-    """The last record of every image (its current state)."""
-    latest: dict[Key, dict[str, Any]] = {}
-    for record in iter_records(root / MANIFEST_NAME, (lambda n, _r: bad_lines.append(n)) if bad_lines is not None else None):
-        if record["kind"] == "image":
-            key = key_of(record)
-            if key is not None:
-                latest[key] = record
-    return latest
 
 
 def summarise(root: Path, examples: int = 20) -> Summary:
     summary = Summary()
     latest: dict[Key, tuple[str, int, str]] = {}  # key -> (status, bytes, reason): small, unlike whole records
     failed_records: dict[Key, dict[str, Any]] = {}
+    proof: dict[str, Any] | None = None  # written just before its run's end record
     for record in iter_records(root / MANIFEST_NAME, lambda n, _r: summary.bad_lines.append(n)):
         summary.records += 1
         kind = record["kind"]
-        if kind == "image":
+        if kind == IMAGE:
             key = key_of(record)
             if key is None:
                 continue
-            status = str(record.get("status"))
-            size = record.get("bytes") if isinstance(record.get("bytes"), int) else 0
+            status = str(records.status_of(record))
+            size = record["bytes"] if isinstance(record.get("bytes"), int) else 0
             latest[key] = (status, size, str(record.get("reason") or record.get("error") or ""))
-            if status == "failed":
+            if status == FAILED:
                 failed_records[key] = {"key": key, "url": record.get("url"), "error": record.get("error")}
             else:
                 failed_records.pop(key, None)
-        elif kind == "checkpoint":
+        elif kind == CHECKPOINT:
             summary.last_checkpoint = {k: record.get(k) for k in ("query", "page", "end", "cursor", "t")}
-        elif kind == "run":
-            if record.get("event") == "end":
-                summary.last_run = {k: record.get(k) for k in ("query", "reason", "message", "exit_code", "params", "counts", "t")}
-                if record.get("reason") in ("feed-ended", "max-images", "max-pages", "since-reached"):
-                    summary.last_success = record.get("t") if isinstance(record.get("t"), (int, float)) else None
+        elif kind == "proof":
+            proof = record
+        elif records.is_run_end(record):
+            summary.depth, summary.gaps = _depth(proof), list(proof.get("gaps") or []) if proof else []
+            proof = None
+            summary.last_run = {k: record.get(k) for k in ("query", "reason", "message", "exit_code", "params", "counts", "t")}
+            if record.get("reason") in COMPLETE:
+                summary.last_success = record.get("t") if isinstance(record.get("t"), (int, float)) else None
     for status, size, reason in latest.values():
-        if status == "done":
+        if status == DONE:
             summary.done += 1
             summary.bytes += size
-        elif status == "failed":
+        elif status == FAILED:
             summary.failed += 1
             summary.failed_by_reason[reason] += 1
-        elif status == "gone":
+        elif status == GONE:
             summary.gone += 1
     summary.failed_examples = list(failed_records.values())[:examples]
+    excluded = exclusions.load(root)
+    summary.excluded = sum(1 for key, (status, _, _) in latest.items() if status == DONE and str(key) in excluded)
     return summary
+
+
+def _depth(proof: dict[str, Any] | None) -> dict[str, Any] | None:
+    if proof is None:
+        return None
+    return {k: proof.get(k) for k in ("deep", "depth_cap", "capped", "chains", "splits", "pages", "proven") if k in proof}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +108,14 @@ class Problem:
     what: str  # "missing" | "mismatch" | "unreadable"
 
 
-async def verify(root: Path, store: Any, concurrency: int = 8) -> tuple[int, list[Problem]]:
+async def verify(root: Path, store: Store, concurrency: int = 8) -> tuple[int, list[Problem]]:
     """Re-hash every done image in `store` (disk or object store) against its record in the manifest
-    under `root`; (images checked, problems)."""
+    under `root`; (images checked, problems). Streams the done records (an offset per image in memory)."""
     checked = 0
     problems: list[Problem] = []
     gate = asyncio.Semaphore(concurrency)
 
-    async def check(key: Any, rel: str, sha256: Any) -> None:
+    async def check(key: Key, rel: str, sha256: Any) -> None:
         try:
             found = await store.digest(rel)
         except OSError:
@@ -118,8 +129,9 @@ async def verify(root: Path, store: Any, concurrency: int = 8) -> tuple[int, lis
             problems.append(Problem(key, rel, "mismatch"))
 
     async with asyncio.TaskGroup() as group:
-        for key, record in effective_images(root).items():
-            if record.get("status") != "done":
+        for record in current_done(root / MANIFEST_NAME):
+            key = key_of(record)
+            if key is None:
                 continue
             rel = str(record.get("path") or "")
             checked += 1
@@ -138,6 +150,8 @@ def format_summary(summary: Summary) -> Iterator[str]:
     reasons = ", ".join(f"{r}: {n}" for r, n in summary.failed_by_reason.most_common())
     yield f"failed:  {summary.failed}" + (f" ({reasons})" if reasons else "")
     yield f"gone:    {summary.gone}"
+    if summary.excluded:
+        yield f"excluded: {summary.excluded} done image(s) left out of exports ({exclusions.EXCLUSIONS_NAME})"
     for example in summary.failed_examples:
         yield f"  failed {example['key']}: {example['error']}"
     if summary.last_checkpoint:
@@ -149,5 +163,16 @@ def format_summary(summary: Summary) -> Iterator[str]:
         yield f"last run: stopped because {run.get('reason')}: {run.get('message')} (exit {run.get('exit_code')})"
     else:
         yield "last run: none finished (a crawl may be running, or was killed)"
+    depth = summary.depth or {}
+    for capped in depth.get("capped") or []:
+        yield (f"depth-capped: {capped.get('partition') or 'the query'} ended after {capped.get('listed')} item(s), "
+               f"about --depth-cap {depth.get('depth_cap')}: rerun with --deep to mirror all of it")
+    if depth.get("deep"):
+        yield (f"deep: {depth.get('chains')} chain(s), {depth.get('splits')} split(s), {depth.get('pages')} page(s); "
+               f"{len(depth.get('proven') or [])} part(s) proven whole, {len(summary.gaps)} gap(s)")
+    for gap in summary.gaps:
+        yield (f"  gap {gap.get('partition')}: nothing proven between {gap.get('created_after')} and "
+               f"{gap.get('created_before')} ({gap.get('listed_newest')} listed newest first, "
+               f"{gap.get('listed_oldest')} oldest first)")
     if summary.bad_lines:
         yield f"warning: {len(summary.bad_lines)} unreadable manifest line(s) ignored (first: line {summary.bad_lines[0]})"

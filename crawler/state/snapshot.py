@@ -17,7 +17,7 @@ import orjson
 
 from crawler.keys import KeySet
 from crawler.state.fold import ResumeState
-from crawler.state.manifest import key_of
+from crawler.state.records import key_of
 
 NAME = ".resume-snapshot"
 VERSION = 1

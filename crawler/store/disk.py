@@ -7,20 +7,26 @@
 The file is created with O_TMPFILE in its final folder and linked into place by `commit()`: nothing to
 clean up after kill -9, no rename. Where the filesystem has no O_TMPFILE, a named `.partial/<name>.part`
 is renamed instead (and removed by `clear_leftovers()` on the next start). The same `Sink` contract is
-kept by `store.RemoteStore` for object stores, so the downloader never knows which one it writes to.
+kept by `store.RemoteStore` for object stores (the contract: `crawler.store.base.Store`), so the
+downloader never knows which one it writes to.
+
+Whole-file reads off the hot path (`digest` for verify and the power-loss re-check, `read`) go through
+aiofiles; the per-chunk writes of a download stay plain `os.write` (see `DiskSink.write`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import hashlib
 import os
 from pathlib import Path
 
+import aiofiles
+
 from crawler.store import layout
 
 PARTIAL_DIR = ".partial"
+_READ_CHUNK = 1 << 20
 
 
 class DiskStore:
@@ -53,7 +59,7 @@ class DiskStore:
                 removed += 1
         return removed
 
-    def sink(self, rel_path: str, content_type: str) -> "DiskSink":
+    def sink(self, rel_path: str, content_type: str) -> DiskSink:
         folder, _, name = rel_path.rpartition("/")
         target_dir = f"{self._root}/{folder}"
         if target_dir not in self._made_dirs:
@@ -67,10 +73,11 @@ class DiskStore:
 
     async def digest(self, rel_path: str) -> tuple[str, int] | None:
         """(sha256, size); None if there is no such file; OSError if it cannot be read."""
-        return await asyncio.to_thread(file_digest, self.root / rel_path, True)
+        return await read_digest(self.root / rel_path, strict=True)
 
     async def read(self, rel_path: str) -> bytes:
-        return await asyncio.to_thread((self.root / rel_path).read_bytes)
+        async with aiofiles.open(self.root / rel_path, "rb") as f:
+            return await f.read()
 
     # -- used by DiskSink ----------------------------------------------------------------------
 
@@ -154,15 +161,22 @@ class DiskSink:
             self._part = None
 
 
-def file_digest(path: Path, strict: bool = False) -> tuple[str, int] | None:
-    """(sha256, size) of a file; None if it is missing (or, unless `strict`, cannot be read)."""
+async def read_digest(path: Path, strict: bool = False) -> tuple[str, int] | None:
+    """(sha256, size) of a file; None if it is missing (or, unless `strict`, cannot be read).
+
+    Each chunk is read in aiofiles' thread and hashed on the loop (~1 ms per MiB): callers hash
+    files one or a few at a time, beside no download.
+    """
+    digest, size = hashlib.sha256(), 0
     try:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256")
-            return digest.hexdigest(), f.tell()
+        async with aiofiles.open(path, "rb") as f:
+            while chunk := await f.read(_READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
     except FileNotFoundError:
         return None
     except OSError:
         if strict:
             raise
         return None
+    return digest.hexdigest(), size

@@ -8,6 +8,7 @@ cannot place a file outside `DIR/images`.
 from __future__ import annotations
 
 import re
+
 from crawler.keys import Key
 
 IMAGES_DIR = "images"

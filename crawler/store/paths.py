@@ -5,16 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from crawler.locations import is_remote, local_path
+from crawler.store.base import Store
+from crawler.store.disk import DiskStore
+from crawler.store.remote import RemoteStore
 
 
-def make_store(out: str, storage_options: dict[str, Any]) -> Any:
-    """The store images are written to: a DiskStore for a directory, a RemoteStore (fsspec) for a URL."""
+def make_store(out: str, storage_options: dict[str, Any]) -> Store:
+    """A DiskStore for a directory, a RemoteStore (fsspec) for a URL. fsspec itself is imported only by
+    `RemoteStore.open()`, which raises StoreError with the install hint when it is missing."""
     if is_remote(out):
-        try:
-            from crawler.store.remote import RemoteStore
-        except ImportError as e:  # fsspec or the backend (s3fs, gcsfs) is not installed
-            from crawler.config.settings import ConfigError
-            raise ConfigError(f"--out {out} needs fsspec and its backend: pip install 'civitai-mirror[s3]' ({e})") from None
         return RemoteStore(out, storage_options)
-    from crawler.store.disk import DiskStore
     return DiskStore(local_path(out))

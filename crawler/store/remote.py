@@ -6,8 +6,9 @@
     await sink.write(chunk) ...; await sink.commit()     # or await sink.abort()
     await store.close()
 
-The guarantee of `disk_store.DiskStore`: nothing is visible at a final key before `commit()`, which the
-caller calls only after checking size and sha256, and kill -9 never leaves a partial object there.
+The contract of `crawler.store.base.Store`, as `DiskStore` keeps it on disk: nothing is visible at a
+final key before `commit()`, which the caller calls only after checking size and sha256, and kill -9
+never leaves a partial object there.
 - S3: a body of up to `part_size` bytes is held in memory and sent at commit by one PutObject, which S3
   applies whole or not at all. A larger body becomes a multipart upload, one part per `part_size` (memory
   stays about one part per sink); parts are invisible until CompleteMultipartUpload, which only `commit()`
@@ -35,10 +36,9 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-from crawler.store.errors import StoreError, StoreUnavailable
-
-# URL helpers live in store_paths (the CLI parses --out and --storage-option there); exported here too.
+# URL helpers live in crawler.locations (the CLI parses --out and --storage-option there); exported here too.
 from crawler.locations import is_remote, local_path, parse_storage_options
+from crawler.store.errors import StoreError, StoreUnavailable
 
 __all__ = ["RemoteStore", "Sink", "StoreError", "StoreUnavailable", "is_remote", "local_path", "parse_storage_options"]
 
@@ -119,7 +119,7 @@ class RemoteStore:
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise StoreError(f"{where}: access refused with these credentials ({code})") from None
             raise StoreError(f"{where}: {_line(e)}") from None
-        except Exception as e:  # noqa: BLE001 - connection, TLS, timeout: all mean the same to the user
+        except Exception as e:
             raise StoreError(f"{where}: cannot reach the endpoint ({_line(e)})") from None
 
     async def close(self) -> None:
@@ -131,9 +131,9 @@ class RemoteStore:
         if not self._s3:
             return 0  # other backends write only at commit: nothing partial can be left
         aborted = 0
-        markers: dict[str, str] = {}
+        markers: dict[str, Any] = {}
         # Only keys this mirror writes (under images/): other writers' uploads in the bucket are not ours.
-        prefix = {"Prefix": f"{self._prefix}images/"}
+        prefix: dict[str, Any] = {"Prefix": f"{self._prefix}images/"}
         while True:
             page = await self._call("list_multipart_uploads", **prefix, **markers)
             for upload in page.get("Uploads", []):
@@ -188,7 +188,7 @@ class RemoteStore:
             found = await self._run("find", f"{self._root}/{folder}".rstrip("/"))
             return sorted(path[len(self._root) + 1:] for path in found)
         keys: list[str] = []
-        token: dict[str, str] = {}
+        token: dict[str, Any] = {}
         while True:
             page = await self._call("list_objects_v2", Prefix=self._prefix + folder, **token)
             keys.extend(obj["Key"][len(self._prefix):] for obj in page.get("Contents", []))
@@ -277,7 +277,7 @@ class Sink:
         if upload_id is not None:
             try:
                 await self._store._call("abort_multipart_upload", Key=self._store._key(self._rel), UploadId=upload_id)
-            except Exception:  # noqa: BLE001, S110 - the upload stays invisible; the next clear_leftovers() aborts it
+            except Exception:
                 pass
 
     async def _send_part(self, part: bytes) -> None:

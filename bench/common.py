@@ -1,0 +1,224 @@
+"""Constants and small helpers every benchmark group shares: paths, crawl command lines, the report,
+machine facts and the aria2c reference tool.
+
+Nothing here starts a process that outlives its call; `ensure_aria2c` may apt-get install aria2
+(only as root, and only when asked).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONCURRENCY = 16
+CEILING_IMAGES = 5_000
+CEILING_BODY = 50 * 1024
+UNTHROTTLED = ["--cdn-rps", "100000", "--api-rps", "1000"]
+CRAWL_COMMON = ["--browsing-level", "31", "--limit", "200", "--progress", "none"]
+
+def child_env() -> dict[str, str]:
+    """The environment without proxy settings: every request of the bench goes to 127.0.0.1 directly."""
+    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+
+
+
+def list_urls(api_base: str, limit_pages: int = 100_000) -> list[str]:
+    """Every item URL of `/images?browsingLevel=31&limit=200`, following metadata.nextCursor."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    urls: list[str] = []
+    cursor = None
+    for _ in range(limit_pages):
+        params = {"browsingLevel": "31", "limit": "200"}
+        if cursor is not None:
+            params["cursor"] = str(cursor)
+        with opener.open(f"{api_base}/images?{urllib.parse.urlencode(params)}", timeout=60) as response:
+            data = orjson.loads(response.read())
+        urls += [item["url"] for item in data.get("items", []) if isinstance(item, dict) and item.get("url")]
+        cursor = (data.get("metadata") or {}).get("nextCursor")
+        if not cursor:
+            break
+    return urls
+
+
+def tree_stats(root: Path, top_level: bool = True) -> tuple[int, int]:
+    """(files, bytes) under root, without aria2c control files or hidden folders (the crawler's .partial).
+
+    `top_level=False` leaves out files directly in root: a crawl keeps its manifest, lock and other
+    bookkeeping there, and its images in sub-folders.
+    """
+    files = total = 0
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if not top_level and folder == str(root):
+            continue
+        for name in names:
+            if name.endswith(".aria2"):
+                continue
+            files += 1
+            total += os.lstat(os.path.join(folder, name)).st_size
+    return files, total
+
+
+def manifest_summary(path: Path) -> dict[str, Any]:
+    done: set[str] = set()
+    statuses: dict[str, int] = {}
+    reason = None
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if record.get("kind") == "image":
+                    statuses[record.get("status")] = statuses.get(record.get("status"), 0) + 1
+                    if record.get("status") == "done":
+                        done.add(record.get("url"))
+                elif record.get("kind") == "run" and record.get("event") == "end":
+                    reason = record.get("reason")
+    except FileNotFoundError:
+        pass
+    return {"done_urls": done, "statuses": statuses, "end_reason": reason}
+
+
+def fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def settle_disk() -> None:
+    """Write back dirty pages between runs so one run's writeback does not land on the next."""
+    os.sync()
+
+
+def crawl_cmd(out: Path, api_base: str, *extra: str, profile: Path | None = None) -> list[str]:
+    head = [PY, "-m", "cProfile", "-o", str(profile), "-m", "crawler.cli.main"] if profile else [PY, "-m", "crawler.cli.main"]
+    return [*head, "crawl", "--out", str(out), "--api-base", api_base, *CRAWL_COMMON, *extra]
+
+
+def crawl_flags() -> str:
+    return subprocess.run([PY, "-m", "crawler.cli.main", "crawl", "--help"], capture_output=True, text=True, cwd=ROOT,
+                          env=child_env(), timeout=60).stdout
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def fmt(value: float | None, spec: str = ".0f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+class Report:
+    """The table printed as it is built, and the JSON document."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.targets: list[dict[str, Any]] = []
+
+    def print(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def target(self, name: str, value: Any, goal: str, ok: bool | None) -> str:
+        self.targets.append({"target": name, "value": value, "goal": goal, "result": verdict(ok)})
+        return verdict(ok)
+
+
+
+def filesystem_of(path: Path) -> dict[str, str]:
+    real = os.path.realpath(path)
+    best = ("", "?", "?")
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, mount, fstype = line.split()[:3]
+            mount = mount.replace("\\040", " ")
+            if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best[0]):
+                best = (mount, fstype, device)
+    except OSError:
+        pass
+    return {"mount": best[0], "type": best[1], "device": best[2]}
+
+
+def machine_info(workdir: Path) -> dict[str, Any]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("aiohttp", "orjson", "uvloop", "aiolimiter"):
+        try:
+            from importlib.metadata import version
+            versions[name] = version(name)
+        except Exception:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                                timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "crawler"],
+                                    capture_output=True, text=True, cwd=ROOT, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "?", False
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "workdir": str(workdir),
+        "filesystem": filesystem_of(workdir),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "git": {"commit": commit, "crawler_dirty": dirty},
+    }
+
+
+def ensure_aria2c(allow_install: bool, report: Report) -> dict[str, Any]:
+    found = shutil.which("aria2c")
+    info: dict[str, Any] = {"path": found, "installed_by_bench": False, "note": None}
+    if found is None and allow_install:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            info["note"] = "aria2c missing and apt-get unavailable (not root or no apt): aria2c rows skipped"
+        else:
+            report.print("aria2c is missing: installing it with apt-get (apt-get update; apt-get install -y aria2) ...")
+            env = {**child_env(), "DEBIAN_FRONTEND": "noninteractive"}
+            try:
+                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300, check=True)
+                subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "aria2"], env=env,
+                               capture_output=True, timeout=300, check=True)
+            except (subprocess.SubprocessError, OSError) as exc:
+                info["note"] = f"apt-get could not install aria2 ({type(exc).__name__}): aria2c rows skipped"
+            found = shutil.which("aria2c")
+            if found:
+                info.update(path=found, installed_by_bench=True, note="installed by this bench with apt-get")
+    elif found is None:
+        info["note"] = "aria2c missing (--no-install): aria2c rows skipped"
+    if found:
+        try:
+            out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30).stdout
+            info["version"] = out.split("\n", 1)[0]
+        except (subprocess.SubprocessError, OSError):
+            info["version"] = "?"
+    if info["note"]:
+        report.print(f"aria2c: {info['note']}")
+    return info

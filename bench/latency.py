@@ -1,0 +1,80 @@
+"""Group `latency`: the simulator adds 50 ms to every response; images/s at several concurrencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.ceiling import crawl_check, file_check, measure
+from bench.common import BENCH, CEILING_BODY, PY, UNTHROTTLED, Report, crawl_cmd, fmt, fresh_dir, list_urls
+from bench.procs import SimProcess
+
+
+def latency(args: argparse.Namespace, report: Report, work: Path, aria2c: str | None) -> dict[str, Any]:
+    latency_ms = 50
+    total = 2_000 if args.quick else 4_000
+    levels = (8, 32, 128)
+    report.print(f"\n2. Latency: the simulator adds {latency_ms} ms to every response; {total}-image catalogue "
+                 f"(~{CEILING_BODY // 1024} KB), at concurrency c the first " +
+                 (f"min({total}, max(400, 25c))" if args.quick else f"min({total}, max(600, 40c))") + " URLs")
+    logs = work / "logs"
+    rows = []
+    with SimProcess(["--images", str(total), "--body-bytes", str(CEILING_BODY), "--prewarm",
+                     "--latency-ms", str(latency_ms)], logs / "sim-latency.log") as sim:
+        urls = list_urls(sim.api_base)
+        for c in levels:
+            n = min(len(urls), max(400, 25 * c) if args.quick else max(600, 40 * c))
+            url_file = work / f"urls-{c}.txt"
+            url_file.write_text("\n".join(urls[:n]) + "\n")
+            tools = _tools(sim.api_base, url_file, c, n, aria2c if not args.quick else None)
+            row: dict[str, Any] = {"concurrency": c, "images": n, "ideal_rate": c / (latency_ms / 1000)}
+            for name, make, is_crawl in tools:
+                out = fresh_dir(work / "out")
+                check = crawl_check(n, set(urls[:n])) if is_crawl else file_check(n)
+                one = measure(f"lat{c}-{name}", 0, make(out), out, sim, n, logs, 600, check)
+                shutil.rmtree(out, ignore_errors=True)
+                row[name] = {"rate": one.rate, "xfer_rate": one.xfer_rate, "wall": one.wall, "cpu": one.cpu,
+                             "sim_cpu": one.sim_cpu, "ok": one.ok, "note": one.note[:300]}
+            rows.append(row)
+    names = ["bare write", "ours"] + (["aria2c tuned"] if aria2c and not args.quick else [])
+    report.print(f"   {'c':>5}{'images':>8}{'ideal/s':>9}" + "".join(f"{n + ' img/s (xfer)':>27}" for n in names))
+    for row in rows:
+        cells = ""
+        for name in names:
+            cell = row[name]
+            text = f"{cell['rate']:.0f} ({fmt(cell['xfer_rate'])})" + ("" if cell["ok"] else " FAILED")
+            cells += f"{text:>27}"
+        report.print(f"   {row['concurrency']:>5}{row['images']:>8}{row['ideal_rate']:>9.0f}{cells}")
+    report.print("   (ideal = c / 50 ms; img/s over the whole command including start-up; xfer = between the first "
+                 "and last image request at the simulator)")
+    failed = [f"c={r['concurrency']} {n}: {r[n]['note']}" for r in rows for n in names if not r[n]["ok"]]
+    for line in failed:
+        report.print(f"   FAILED {line}")
+    return {"latency_ms": latency_ms, "catalogue": total, "rows": rows}
+
+
+Tool = tuple[str, Callable[[Path], list[str]], bool]  # (name, output folder -> command, is our crawl)
+
+
+def _tools(api_base: str, url_file: Path, c: int, n: int, aria2c: str | None) -> list[Tool]:
+    """The tools measured at concurrency `c` over the first `n` URLs (aria2c only when given)."""
+
+    def bare(d: Path) -> list[str]:
+        return [PY, str(BENCH / "bare.py"), str(url_file), str(d), str(c)]
+
+    def ours(d: Path) -> list[str]:
+        return crawl_cmd(d, api_base, "--concurrency", str(c), "--max-images", str(n), *UNTHROTTLED)
+
+    def aria(d: Path) -> list[str]:
+        assert aria2c is not None
+        return [aria2c, "-q", "-i", str(url_file), "-j", str(c), "-x", "1", "-d", str(d), "--auto-save-interval=0",
+                "--file-allocation=none"]
+
+    tools: list[Tool] = [("bare write", bare, False), ("ours", ours, True)]
+    if aria2c:
+        tools.append(("aria2c tuned", aria, False))
+    return tools

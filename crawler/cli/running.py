@@ -1,0 +1,67 @@
+"""How a command runs its async work: on uvloop when installed, with SIGINT/SIGTERM as a graceful stop.
+
+The first signal asks the crawl (or follower) to stop and finish in-flight downloads; a second exits at
+once. `join_ray` must run before the handlers are installed, so Ray's start-up cannot replace them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from crawler.config.settings import ConfigError, CrawlConfig
+from crawler.run import ray_executor
+from crawler.state.manifest import MANIFEST_NAME
+
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop  # optional: not on Windows
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+@contextmanager
+def handle_signals(log: Callable[[str], None], request_stop: Callable[[], None],
+                   force_exit: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM: the first asks for a graceful stop, a second exits at once."""
+    loop = asyncio.get_running_loop()
+    count = 0
+
+    def on_signal() -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            log("signal received: finishing in-flight downloads (a second signal exits at once)")
+            request_stop()
+        else:
+            force_exit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def join_ray(cfg: CrawlConfig) -> None:
+    """Before our signal handlers are installed, so that Ray's start-up cannot replace them."""
+    if cfg.executor == "ray":
+        ray_executor.connect(cfg)
+
+
+def require_mirror(root: Path) -> None:
+    """`root` holds a manifest, or a ConfigError saying what it is instead."""
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory")
+    if not (root / MANIFEST_NAME).exists():
+        raise ConfigError(f"{root} has no {MANIFEST_NAME}: not a mirror (yet)")

@@ -1,0 +1,82 @@
+"""The HTTP wiring every caller shares: the API and CDN aiohttp sessions, their gates and the retry policy.
+
+    async with open_net(cfg, cdn=True) as net:   # crawl; dry-run, plan and the Ray actors likewise
+        net.api, net.api_gate, net.cdn, net.cdn_gate, net.policy
+
+Built from the crawl's settings in one place, so a crawl, its dry run, `plan`'s clock read and each Ray
+download actor talk to the API and CDN the same way. Sessions are closed when the block ends; an
+unwanted side is None. `net` sits below `config`, so the settings it reads are named by a Protocol
+(`CrawlConfig` has them all) rather than imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from crawler.net.limits import HostGate
+from crawler.net.retry import RetryPolicy
+
+API_CONNECTIONS = 4  # pages are fetched one after another per chain, at a few per second
+
+
+class NetSettings(Protocol):
+    """The settings read here (a `CrawlConfig` has them)."""
+
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def backoff_base(self) -> float: ...
+    @property
+    def backoff_max(self) -> float: ...
+    @property
+    def api_rps(self) -> float: ...
+    @property
+    def cdn_rps(self) -> float: ...
+    @property
+    def concurrency(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Net:
+    policy: RetryPolicy
+    api: aiohttp.ClientSession | None = None
+    api_gate: HostGate | None = None
+    cdn: aiohttp.ClientSession | None = None
+    cdn_gate: HostGate | None = None
+
+
+def retry_policy(cfg: NetSettings) -> RetryPolicy:
+    return RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
+
+
+def _timeout(cfg: NetSettings) -> aiohttp.ClientTimeout:
+    # No total: a large image on a slow link is fine as long as bytes keep coming.
+    return aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
+
+
+def api_session(cfg: NetSettings) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=_timeout(cfg), connector=aiohttp.TCPConnector(limit=API_CONNECTIONS))
+
+
+def cdn_session(cfg: NetSettings) -> aiohttp.ClientSession:
+    # Images are stored as sent (their bytes are hashed and kept): never decompressed on the way.
+    return aiohttp.ClientSession(timeout=_timeout(cfg), auto_decompress=False,
+                                 connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300))
+
+
+@contextlib.asynccontextmanager
+async def open_net(cfg: NetSettings, *, api: bool = True, cdn: bool = False,
+                   cdn_rps: float | None = None) -> AsyncIterator[Net]:
+    """`cdn_rps`: this pool's share of --cdn-rps (a Ray actor's); the whole rate by default."""
+    async with contextlib.AsyncExitStack() as stack:
+        api_side = await stack.enter_async_context(api_session(cfg)) if api else None
+        cdn_side = await stack.enter_async_context(cdn_session(cfg)) if cdn else None
+        yield Net(retry_policy(cfg), api_side, HostGate(cfg.api_rps) if api else None,
+                  cdn_side, HostGate(cfg.cdn_rps if cdn_rps is None else cdn_rps) if cdn else None)

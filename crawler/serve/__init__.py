@@ -1,0 +1,1 @@
+"""`serve`: a local web page over one mirror (gallery, search, image pages, status, curation)."""

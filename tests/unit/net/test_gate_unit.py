@@ -1,0 +1,91 @@
+"""net/limits.py's promises stated exactly, without sockets: the hard cap of `rate` starts in any 1.02 s
+(the sliding window, not only the leaky bucket), a pause that only ever extends, and a pause that
+begins while a caller waits for capacity.
+
+A start is timed in the same step in which `acquire` returns (no await in between), so the times
+measured are the gate's own, even on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from crawler.net.limits import HostGate
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _most_within(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def _starts(gate: HostGate, seconds: float, callers: int = 30) -> list[float]:
+    starts: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def caller() -> None:
+        while time.monotonic() < deadline:
+            await gate.acquire()
+            starts.append(time.monotonic())
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return starts
+
+
+async def test_never_more_than_the_rate_in_any_1_02_seconds_and_close_to_it():
+    # rate 200: the bucket holds a burst of 3 and would admit ~203 in 1.02 s; the window caps it at 200.
+    rate = 200
+    starts = await _starts(HostGate(rate), 1.6)
+    assert _most_within(starts, 1.02) <= rate
+    assert len(starts) >= 0.9 * rate * 1.5, len(starts)
+
+
+async def test_a_rate_below_one_spaces_single_requests_by_more_than_a_second_per_rate():
+    gate = HostGate(2.5)  # allowed 2 in any 1.025 * 2 / 2.5 = 0.82 s
+    starts = await _starts(gate, 1.3, callers=5)
+    assert 3 <= len(starts) <= 5
+    assert _most_within(starts, 0.8) <= 2
+
+
+async def test_a_pause_extends_but_never_shortens_and_holds_a_waiting_caller():
+    gate = HostGate(1000)
+    begin = time.monotonic()
+    gate.pause(0.3)
+    gate.pause(0.1)  # earlier: ignored
+    gate.pause(-5)  # negative: ignored
+    await gate.acquire()
+    assert time.monotonic() - begin >= 0.3
+    begin = time.monotonic()
+    gate.pause(0.1)
+    gate.pause(0.25)  # later: extends
+    async with gate:
+        pass
+    assert time.monotonic() - begin >= 0.25
+
+
+async def test_a_pause_that_begins_while_a_caller_waits_for_capacity_is_honoured():
+    gate = HostGate(1)  # one start per 1.025 s
+    await gate.acquire()
+    waiting = asyncio.ensure_future(gate.acquire())  # blocked on the window for ~1 s
+    await asyncio.sleep(0.3)
+    paused_at = time.monotonic()
+    gate.pause(1.2)  # ends after the window frees
+    await waiting
+    assert time.monotonic() - paused_at >= 1.2
+
+
+def test_the_sizes_follow_the_rate():
+    gate = HostGate(60)
+    assert gate.rate == 60 and gate._sent.maxlen == 60 and gate._window == 1.025
+    slow = HostGate(0.5)
+    assert slow._sent.maxlen == 1 and slow._window == pytest.approx(2.05)
