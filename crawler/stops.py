@@ -23,6 +23,7 @@ class Stop(StrEnum):
     API_REFUSED = "api-refused"  # a fatal answer: bad key, region, bad query
     DISK_FULL = "disk-full"
     DISK_ERROR = "disk-error"  # the mirror's disk refuses writes
+    DISK_RESERVE = "disk-reserve"  # --min-free reached: stopped cleanly before the disk fills (resumable)
     PLAN_EXPIRED = "plan-expired"
     STORE_UNAVAILABLE = "store-unavailable"  # follow: the object store failed a pass
     EXECUTOR_FAILED = "executor-failed"  # the Ray download workers failed (or raised)
@@ -32,7 +33,7 @@ class Stop(StrEnum):
 
 COMPLETE = frozenset({Stop.FEED_ENDED, Stop.MAX_IMAGES, Stop.MAX_PAGES, Stop.SINCE_REACHED})
 # Reasons after which `follow` stops instead of waiting for the next pass: retrying cannot help.
-FATAL = frozenset({Stop.DISK_FULL, Stop.DISK_ERROR, Stop.API_REFUSED})
+FATAL = frozenset({Stop.DISK_FULL, Stop.DISK_ERROR, Stop.DISK_RESERVE, Stop.API_REFUSED})
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import orjson
 
 from crawler.cli.parsing import STATE_HELP, Subparsers
-from crawler.cli.running import handle_signals, join_ray, run_loop
+from crawler.cli.running import handle_signals, join_ray, log_file, run_loop
 from crawler.config.settings import ConfigError, CrawlConfig, add_arguments, build, given
 from crawler.feed import partitions
 from crawler.feed.partitions import Partition
+from crawler.logs import plain
 from crawler.run import dryrun
 from crawler.run.crawl import Crawl
-from crawler.stops import COMPLETE, EXIT_FAILED, EXIT_OK
+from crawler.stops import exit_code
 
 DESCRIPTION = ("Mirror the /api/v1/images feed into DIR. Rerunning the same command resumes. The API key, if any, is "
                "read from the environment variable CIVITAI_API_KEY and sent only to the API, as an Authorization "
@@ -63,8 +64,10 @@ def _load_plan(cfg: CrawlConfig, path: str) -> tuple[list[Partition], float | No
     for partition in loaded:
         partitions.apply_partition(cfg, partition)
     if orjson.loads(orjson.dumps(cfg.query_summary())) != header.get("query"):
-        raise ConfigError(f"--plan {path} was made for the query {header.get('query')}, this crawl asks "
-                          f"{cfg.query_summary()}: give the same query flags")
+        made_for = header.get("query")
+        raise ConfigError(f"--plan {path} was made for the query "
+                          f"{plain(made_for) if isinstance(made_for, dict) else made_for}, this crawl asks "
+                          f"{plain(cfg.query_summary())}: give the same query flags")
     expires = partitions.expires(header)
     if expires is not None and time.time() >= expires:
         raise ConfigError(f"--plan {path}: its period windows were cut {header.get('created')} and overlap by "
@@ -79,11 +82,12 @@ async def _dry_run(cfg: CrawlConfig) -> int:
     report = await dryrun.dry_run(cfg)
     for text in dryrun.format_report(report):
         print(text)
-    return EXIT_OK if report.reason in COMPLETE else EXIT_FAILED
+    return exit_code(report.reason, 0)
 
 
 async def _crawl(cfg: CrawlConfig, chains: list[Partition] | None, plan_expires: float | None) -> int:
-    crawl = Crawl(cfg, partitions=chains, plan_expires=plan_expires)
-    with handle_signals(crawl.log, crawl.request_stop, crawl.force_exit):
-        outcome = await crawl.run()
+    with log_file(cfg) as also:
+        crawl = Crawl(cfg, partitions=chains, plan_expires=plan_expires, log_file=also)
+        with handle_signals(crawl.log, crawl.request_stop, crawl.force_exit):
+            outcome = await crawl.run()
     return outcome.exit_code

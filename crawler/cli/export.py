@@ -39,6 +39,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                         "(default: 1000)")
     parser.add_argument("--embed-images", action="store_true", help="parquet: each image's bytes in the file, "
                         "as the Hugging Face Image feature (hf always embeds them)")
+    parser.add_argument("--verify", action="store_true", help="re-hash each image shipped (webdataset, captions, "
+                        "hf, --embed-images) against the manifest's sha256; a file whose size or hash changed is left "
+                        "out and counted (the size is always checked)")
     parser.add_argument("--include-videos", action="store_true", help="hf: video rows too, as a video_path column "
                         "(left out by default)")
     return parser
@@ -49,10 +52,14 @@ def run(args: argparse.Namespace) -> int:
     require_mirror(root)
     if args.shard_size < 1:
         raise ConfigError("--shard-size must be at least 1")
-    options = dataset.ExportOptions(embed_images=args.embed_images, include_videos=args.include_videos)
+    options = dataset.ExportOptions(embed_images=args.embed_images, include_videos=args.include_videos,
+                                    verify=args.verify)
     result = dataset.export(root, args.format, Path(args.to), args.shard_size, args.caption_field, _images(args),
                             options=options)
     note = f" ({result.skipped_missing} skipped: file missing)" if result.skipped_missing else ""
+    if result.changed:
+        note += (f"; {result.changed} left out: the file no longer matches the manifest (`civitai-mirror verify` "
+                 "names them)")
     if result.excluded:
         note += f"; {result.excluded} excluded (serve's exclusion list)"
     if result.videos_left_out:

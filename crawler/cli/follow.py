@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from crawler.cli.parsing import STATE_HELP, Subparsers
-from crawler.cli.running import handle_signals, join_ray, run_loop
+from crawler.cli.running import handle_signals, join_ray, log_file, run_loop
 from crawler.config.follow_options import add_follow_arguments, follow_values
 from crawler.config.settings import ConfigError, CrawlConfig, add_arguments, build, given
 from crawler.config.sources import read_toml
@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _follow(cfg: CrawlConfig, settings: FollowSettings, metrics_port: int | None, metrics_addr: str) -> int:
-    follower = Follower(cfg, settings, sys.stderr)
+    with log_file(cfg) as also:
+        return await _serve(Follower(cfg, settings, sys.stderr, log_file=also), metrics_port, metrics_addr)
+
+
+async def _serve(follower: Follower, metrics_port: int | None, metrics_addr: str) -> int:
     server = None
     if metrics_port is not None:
         try:

@@ -15,6 +15,7 @@ from crawler.cli.parsing import PROG, Subparsers, duration
 from crawler.cli.running import run_loop
 from crawler.config.settings import Option, add_arguments, build, given
 from crawler.feed import partitions
+from crawler.logs import plain
 from crawler.net.retry import RequestFailed
 from crawler.stops import EXIT_FAILED, EXIT_OK
 
@@ -65,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
         f" (windows measured from the API server's clock, {now.isoformat()}; usable for {args.overlap})"
         if now else ""))
     for partition in made:
-        print(f"  {partition.name}: {partition.settings}")
+        print(f"  {partition.name}: {plain(partition.settings)}")
     print(f"run them: {PROG} crawl --plan {args.to} --out DIR [the same query flags]")
     return EXIT_OK

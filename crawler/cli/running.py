@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from crawler.config.settings import ConfigError, CrawlConfig
 from crawler.run import ray_executor
@@ -51,6 +51,20 @@ def handle_signals(log: Callable[[str], None], request_stop: Callable[[], None],
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+@contextmanager
+def log_file(cfg: CrawlConfig) -> Iterator[TextIO | None]:
+    """The --log-file, opened for appending (line by line, so `tail -f` follows it); None without one."""
+    if cfg.log_file is None:
+        yield None
+        return
+    try:
+        stream = open(Path(cfg.log_file).expanduser(), "a", encoding="utf-8", buffering=1)
+    except OSError as e:
+        raise ConfigError(f"--log-file {cfg.log_file}: cannot append to it: {(e.strerror or str(e)).lower()}") from None
+    with stream:
+        yield stream
 
 
 def join_ray(cfg: CrawlConfig) -> None:

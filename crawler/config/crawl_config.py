@@ -107,9 +107,10 @@ class CrawlConfig:
                               "(SFW only); default civitai.com", choices=tuple(urls.SITES), metavar="com|red|green")
     width: int | None = option(None, "download at this width (rewrites the URL's width= segment; default: the item's "
                                "own URL)", minimum=1, maximum=100_000, metavar="PX")
-    original: bool = option(False, "download the original upload (original=true)")
-    video_width: int | None = option(None, "download videos at this width (default: the item's own URL; a resized "
-                                     "video may come back as one frame)", minimum=1, maximum=100_000, metavar="PX")
+    original: bool = option(False, "download the original upload (original=true), videos too unless --video-width")
+    video_width: int | None = option(None, "download videos at this width (--width is for images; default: the "
+                                     "item's own URL); a resized video may come back as one frame, failed "
+                                     "video-as-still", minimum=1, maximum=100_000, metavar="PX")
     video_original: bool = option(False, "download videos as uploaded (original=true)")
     fsync: bool = option(True, "fsync files, then the manifest, in group commits about once a second",
                          off_help="skip fsync: faster, still safe against kill -9, but a power loss may lose recent "
@@ -124,9 +125,10 @@ class CrawlConfig:
     max_bytes: int = option(512 * 1024 * 1024, "largest file accepted, e.g. 512M, 2GB (bytes without a unit)",
                             minimum=1, metavar="SIZE", unit="size")
     allow_host: tuple[str, ...] = option((), "also download from this host (repeatable)", metavar="HOST")
-    backoff_base: float = option(1.0, "first retry delay in seconds (doubles per try, with jitter)", minimum=0.0,
-                                 maximum=600, metavar="S")
-    backoff_max: float = option(60.0, "longest retry delay in seconds", minimum=0.0, maximum=3600, metavar="S")
+    backoff_base: float = option(1.0, "first retry delay (doubles per try, with jitter; seconds without a unit)",
+                                 minimum=0.0, maximum=600, metavar="DURATION", unit="duration")
+    backoff_max: float = option(60.0, "longest retry delay (seconds without a unit)", minimum=0.0, maximum=3600,
+                                metavar="DURATION", unit="duration")
     max_empty_pages: int = option(50, "give up after this many consecutive empty pages that still carry a cursor",
                                   minimum=1, metavar="N")
     depth_cap: int = option(50_000, "the depth at which the API is believed to stop paging one query: a chain that "
@@ -143,6 +145,10 @@ class CrawlConfig:
                                  minimum=0.1, metavar="DURATION", unit="duration")
     log_format: str = option("text", "log lines as readable text or as JSON objects (one per line)",
                              choices=("text", "json"), metavar="text|json")
+    log_file: str | None = option(None, "also append every log line to FILE (in --log-format; progress every "
+                                  "--log-interval, as the log mode prints it), for unattended runs", metavar="FILE")
+    min_free: int | None = option(None, "stop cleanly (reason disk-reserve, resumable) before the mirror's disk has "
+                                  "less than SIZE free, e.g. 5G", minimum=1, metavar="SIZE", unit="size")
     # Where images go and who downloads them.
     storage_option: tuple[str, ...] = option((), "an fsspec option for an object-store --out, KEY=VALUE (repeatable; "
                                              "dotted keys nest, e.g. client_kwargs.region_name=eu-west-1); credentials "
@@ -179,7 +185,7 @@ class CrawlConfig:
             name = _API_NAMES.get(o.name, o.name)
             if o.name == "tag_id":
                 if value:
-                    params.extend((name, v) for v in value)
+                    params.append((name, ",".join(value)))  # the API takes one comma-separated list
             elif o.name == "with_tags":
                 if value:
                     params.append((name, "true"))  # absent when off: older mirrors keep their query identity

@@ -19,7 +19,7 @@ from crawler.config.quantities import as_typed
 
 @dataclass(frozen=True, slots=True)
 class FollowOptions:
-    interval: float = option(600.0, "time between passes, e.g. 90s, 10m, 2h (+-10%% jitter)", minimum=1.0,
+    interval: float = option(600.0, "time between passes, e.g. 90s, 10m, 2h (+-10%% jitter)", minimum=0.1,
                              metavar="DURATION", unit="duration")
     passes: int | None = option(None, "stop after N passes (default: run forever)", minimum=1, metavar="N")
     metrics_port: int | None = option(None, "serve Prometheus metrics on http://ADDR:PORT/metrics (0: any free port, "

@@ -15,11 +15,11 @@ from typing import Any
 
 from crawler.config.options import ConfigError, Option
 
-_SIZE_UNITS = {"": 1, "b": 1,
-               "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-               "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_UNITS: dict[str, float] = {"": 1, "b": 1,
+                                 "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+                                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+                                 "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_DURATION_UNITS: dict[str, float] = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _QUANTITY = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*")
 SIZE_EXAMPLE = "a size such as 512M, 500MB or 2GiB"
 DURATION_EXAMPLE = "a duration such as 90s, 10m, 2h or 1d"
@@ -52,11 +52,13 @@ def _parse(text: str | int | float, where: str, units: dict[str, float], example
 
 def show_size(n: int) -> str:
     """`n` bytes as typed back: 536870912 -> 512M, 1000000 -> 1MB, 1500 -> 1500."""
-    for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10), ("TB", 10**12), ("GB", 10**9),
-                         ("MB", 10**6), ("KB", 10**3)):
-        if n >= factor and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return str(n)
+    exact = [(n // factor, unit) for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10),
+                                                     ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
+             if n >= factor and n % factor == 0]
+    if not exact:
+        return str(n)
+    number, unit = min(exact)  # the shortest spelling: 256MB rather than 250000K
+    return f"{number}{unit}"
 
 
 def show_duration(seconds: float) -> str:

@@ -26,11 +26,6 @@ from crawler.config.options import (
 from crawler.config.sources import build, build_with_sources, describe, load_toml, state_root
 from crawler.config.validate import check_whole
 
-# The names crawler/feed/partitions.py used before the split; kept until it imports the public ones.
-_coerce = coerce
-_check_whole = check_whole
-_BY_NAME = BY_NAME
-
 __all__ = [
     "API_KEY_ENV", "BY_NAME", "DEFAULT_API_BASE", "IMAGES", "MODEL_SORTS", "NSFW", "OPTIONS", "PERIODS", "SORTS",
     "TYPES", "USER_AGENT", "ConfigError", "CrawlConfig", "Endpoint", "Option", "add_arguments", "build",

@@ -14,6 +14,7 @@ from typing import Any
 
 from crawler.export import atomic
 from crawler.export.images import Images
+from crawler.export.rows import caption
 from crawler.state.records import Record
 
 
@@ -27,17 +28,15 @@ class CaptionsSink:
         self.uncaptioned = 0
 
     def write(self, images: Images, record: Record, data: dict[str, Any]) -> None:
-        caption = data.get(self.field)
-        if isinstance(caption, list):  # tags: one comma-separated line, as kohya-style tools read them
-            caption = ", ".join(str(c) for c in caption)
-        if caption is None or (isinstance(caption, str) and not caption.strip()):
+        text = caption(data, self.field)
+        if text is None:
             self.uncaptioned += 1
             return
         rel = str(record["path"])
         target = self.to / f"{data['key']}{Path(rel).suffix}"
         if not target.exists():
             self._place(images, rel, target)
-        atomic.write_bytes(self.to / f"{data['key']}.txt", (str(caption).strip() + "\n").encode())
+        atomic.write_bytes(self.to / f"{data['key']}.txt", (text + "\n").encode())
 
     def _place(self, images: Images, rel: str, target: Path) -> None:
         source = images.local(rel)

@@ -14,6 +14,7 @@ and dataset card); rows.py holds the columns. Videos are left out of `hf` unless
 from __future__ import annotations
 
 import errno
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class ExportOptions:
 
     embed_images: bool = False  # parquet: the image bytes in the file (hf always embeds them)
     include_videos: bool = False  # hf: video rows too, with a `video_path` column and no image
+    verify: bool = False  # re-hash each shipped image against its manifest sha256 (the size is always checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class ExportResult:
     excluded: int = 0
     videos_left_out: int = 0
     pattern: str | None = None  # webdataset: the shards' brace pattern, to paste into WebDataset(...)
+    changed: int = 0  # left out: the file's bytes no longer match the manifest (size, or sha256 with verify)
 
 
 def _check(fmt: str, to: Path, caption_field: str, options: ExportOptions) -> None:
@@ -82,6 +85,9 @@ def _check(fmt: str, to: Path, caption_field: str, options: ExportOptions) -> No
         raise ExportError(f"--caption-field {caption_field!r} is not an exported field; e.g. prompt, negative_prompt, username")
     if options.embed_images and fmt != "parquet":
         raise ExportError("--embed-images is for --format parquet (hf always embeds the images)")
+    if options.verify and fmt not in _FOLDERS and not options.embed_images:
+        raise ExportError("--verify checks the image bytes an export ships: for webdataset, captions, hf or parquet "
+                          "--embed-images (`civitai-mirror verify` checks the whole mirror)")
     if options.include_videos and fmt != "hf":
         raise ExportError("--include-videos is for --format hf (the other formats always include videos)")
 
@@ -139,7 +145,7 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field
         sink = _sink(fmt, to, shard_size, caption_field, options)
     except OSError as e:
         raise ExportError(f"--to {to}: cannot write there: {_why(e)}") from None
-    rows = missing = left_out = videos = 0
+    rows = missing = left_out = videos = changed = 0
     reads_images = fmt in _FOLDERS or options.embed_images
     skip_videos = fmt == "hf" and not options.include_videos
     try:
@@ -158,6 +164,9 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field
             if reads_images and not source.is_file(rel):
                 missing += 1  # removed since it was recorded; `verify` names such files
                 continue
+            if reads_images and not _intact(source, record, rel, options.verify):
+                changed += 1  # never ship bytes the manifest does not vouch for; `verify --repair` refetches
+                continue
             sink.write(source, record, row(record, sources.get(key) if key is not None else None))
             rows += 1
     except OSError as e:
@@ -174,6 +183,24 @@ def export(root: Path, fmt: str, to: Path, shard_size: int = 1000, caption_field
         sink.abort()
         raise
     if isinstance(sink, CaptionsSink):
-        return ExportResult(rows - sink.uncaptioned, missing, sink.uncaptioned, sink.linked, sink.copied, left_out)
+        return ExportResult(rows - sink.uncaptioned, missing, sink.uncaptioned, sink.linked, sink.copied, left_out,
+                            changed=changed)
     pattern = sink.pattern if isinstance(sink, WebDatasetSink) else None
-    return ExportResult(rows, missing, excluded=left_out, videos_left_out=videos, pattern=pattern)
+    return ExportResult(rows, missing, excluded=left_out, videos_left_out=videos, pattern=pattern, changed=changed)
+
+
+def _intact(source: Images, record: Record, rel: str, verify: bool) -> bool:
+    """The file still holds what the manifest recorded: its size (a stat, cheap), and its sha256 with `verify`."""
+    local = source.local(rel)
+    size = record.get("bytes")
+    if local is not None and isinstance(size, int) and local.stat().st_size != size:
+        return False
+    if not verify:
+        return True
+    digest = hashlib.sha256()
+    if local is not None:
+        with open(local, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+    else:
+        digest.update(source.read(rel))
+    return digest.hexdigest() == record.get("sha256")

@@ -77,7 +77,7 @@ def row(record: Record, sources: set[str] | None = None) -> dict[str, Any]:
         "nsfw_level": N.nsfw_name(item),
         "nsfw_level_raw": None if raw_level is None else str(raw_level),
         "created_at": when.isoformat().replace("+00:00", "Z") if when else None,
-        "username": N.text(item, "username"),
+        "username": N.username(item),
         "post_id": N.integer(item, "postId"),
         "base_model": N.text(item, "baseModel"),
         "model_version_ids": N.int_list(item, "modelVersionIds"),
@@ -101,6 +101,16 @@ def row(record: Record, sources: set[str] | None = None) -> dict[str, Any]:
         "meta_json": _json(meta),
         "tags": N.tags(item),
     }
+
+
+def caption(data: dict[str, Any], field: str) -> str | None:
+    """The text a captions `.txt` or a webdataset `txt` holds for `field`, or None when the row has none:
+    a list (tags) is one comma-separated line, as kohya-style trainers read them."""
+    value = data.get(field)
+    if isinstance(value, list):
+        value = ", ".join(str(c) for c in value)
+    text = "" if value is None else str(value).strip()
+    return text or None
 
 
 def typed(data: dict[str, Any]) -> dict[str, Any]:

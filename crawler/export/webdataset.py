@@ -20,6 +20,7 @@ import orjson
 
 from crawler.export import atomic
 from crawler.export.images import Images
+from crawler.export.rows import caption
 from crawler.state.records import Record
 
 
@@ -51,8 +52,7 @@ class WebDatasetSink:
         else:
             _add(tar, f"{data['key']}.{ext}", images.read(rel))
         _add(tar, f"{data['key']}.json", orjson.dumps(data))
-        caption = data.get(self.caption_field)
-        _add(tar, f"{data['key']}.txt", ("" if caption is None else str(caption).strip()).encode())
+        _add(tar, f"{data['key']}.txt", (caption(data, self.caption_field) or "").encode())
         self._count += 1
         if self._count >= self.shard_size:
             self._seal()

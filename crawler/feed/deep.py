@@ -17,6 +17,7 @@ from typing import Any
 
 from crawler.config.options import TYPES
 from crawler.config.settings import CrawlConfig
+from crawler.feed.pages import Position
 from crawler.normalise import created_at
 
 NEWEST, OLDEST = "Newest", "Oldest"
@@ -107,12 +108,25 @@ class Progress:
 
     def to_record(self) -> dict[str, Any]:
         return {"listed": self.listed, "pages": self.pages, "edge": self.edge.isoformat() if self.edge else None,
-                "whole": self.whole}
+                "whole": self.whole, "ended": self.ended}
+
+    def recorded(self, unsettled: list[datetime]) -> dict[str, Any]:
+        """`to_record()` for a checkpoint while items this chain listed (but another chain queued) are not
+        settled: the edge stops at the nearest of them, so it never vouches for an item that a kill could
+        still lose, and an end is marked not `settled` (a rerun pages the chain again)."""
+        edge = self.edge
+        if unsettled and edge is not None:
+            edge = max(edge, *unsettled) if self.sort == NEWEST else min(edge, *unsettled)
+        return {**self.to_record(), "edge": _iso(edge), "settled": not unsettled}
 
     @classmethod
     def from_record(cls, sort: str, record: dict[str, Any] | None) -> Progress:
-        """From a checkpoint written with `to_record()`'s fields; anything else is a fresh start."""
+        """From a checkpoint written with `to_record()`'s fields; anything else is a fresh start, and so is
+        an end recorded while an item it skipped as another chain's was still unsettled (`settled` False)."""
         if not record or not isinstance(record.get("listed"), int) or not isinstance(record.get("pages"), int):
+            return cls(sort)
+        ended = bool(record.get("end") or record.get("ended"))
+        if ended and record.get("settled") is False:
             return cls(sort)
         edge = record.get("edge")
         when = None
@@ -121,7 +135,20 @@ class Progress:
                 when = datetime.fromisoformat(edge)
             except ValueError:
                 when = None
-        return cls(sort, record["listed"], record["pages"], when, bool(record.get("end")), record.get("whole") is True)
+        return cls(sort, record["listed"], record["pages"], when, ended, record.get("whole") is True)
+
+
+@dataclass(frozen=True, slots=True)
+class Progressed(Position):
+    """A page's next position that also carries its chain's progress into the page's checkpoint record.
+
+    A deep chain's end is one with no cursor: to the checkpoint it is a position (a rerun would start
+    from the top), while its progress says `ended`, so the proof does not page it again."""
+
+    progress: tuple[tuple[str, Any], ...] = ()
+
+    def to_record(self) -> dict[str, Any]:
+        return {**Position.to_record(self), **dict(self.progress)}
 
 
 def met(newest: Progress, oldest: Progress) -> bool:

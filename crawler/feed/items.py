@@ -2,7 +2,8 @@
 
 Pure and tolerant: any field but `id` and `url` may be missing or of the wrong type in the wild, and
 the raw item is kept untouched for the manifest, since the metadata is half of a dataset. Images take
-`--width`/`--original`, videos `--video-width`/`--video-original`, audio is fetched as listed; a URL
+`--width`/`--original`, videos `--video-width`/`--video-original` (or `--original`), audio is fetched
+as listed; a URL
 whose options segment is not recognised for sure is fetched as listed too (`Job.unsized` says why).
 """
 
@@ -74,7 +75,8 @@ def make_job(item: Any, width: int | None, original: bool, page: int | None, sou
     sizes = sizes or Sizes(width, original)
     kind = media_kind(item, url)
     if kind == "video":
-        width, original = sizes.video_width, sizes.video_original
+        # --width never resizes a video (a resized video may come back as one frame); --original is safe.
+        width, original = sizes.video_width, sizes.video_original or (sizes.original and sizes.video_width is None)
     elif kind == "audio":
         width, original = None, False
     else:

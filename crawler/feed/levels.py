@@ -67,7 +67,7 @@ class LevelWatch:
             return None
         self.judged = True
         seen = sum(mix.values())
-        if True:
+        if self.mature or not seen:
             return None
         return (f"warning: the crawl asked for levels above PG-13 but its first {self.pages} page(s) "
                 f"({seen} images) hold none; likely causes: {self.causes}")

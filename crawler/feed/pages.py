@@ -23,11 +23,13 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from crawler import urls
 from crawler.config.settings import IMAGES, USER_AGENT, CrawlConfig, Endpoint
 from crawler.feed.levels import LevelWatch, asks_mature, causes
 from crawler.logs import Logger
+from crawler.net.errors import connection_detail
 from crawler.net.limits import HostGate
 from crawler.net.retry import Fatal, RequestCounters, Retryable, RetryPolicy, attempts, parse_retry_after
 from crawler.stops import Stop
@@ -225,7 +227,8 @@ class Feed:
             raise Retryable("stalled", "API did not answer in time") from None
         except aiohttp.ClientError as e:
             self.counters.statuses[0] += 1
-            raise Retryable("connection", type(e).__name__) from None
+            asked = urls.redact(str(URL(self.url).update_query(query)))
+            raise Retryable("connection", connection_detail(e, asked)) from None
         if len(raw) > _MAX_PAGE_BYTES:
             raise Fatal("page-too-large", f"a page over {_MAX_PAGE_BYTES} bytes")
         try:

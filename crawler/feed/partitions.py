@@ -53,9 +53,9 @@ def apply_partition(cfg: CrawlConfig, partition: Partition) -> CrawlConfig:
     values = {}
     for name, value in partition.settings.items():
         option = _option(name, partition.name)
-        values[name] = config_mod._coerce(option, value, f"plan partition {partition.name!r}: {name}")
+        values[name] = config_mod.coerce(option, value, f"plan partition {partition.name!r}: {name}")
     chained = dataclasses.replace(cfg, **values)
-    config_mod._check_whole(chained)
+    config_mod.check_whole(chained)
     return chained
 
 
@@ -196,7 +196,7 @@ def _option(name: str, partition: str) -> config_mod.Option:
     if name not in SETTABLE:
         raise ConfigError(f"plan partition {partition!r}: {name!r} cannot be set by a partition "
                           f"(one of: {', '.join(SETTABLE)})")
-    return config_mod._BY_NAME[name]
+    return config_mod.BY_NAME[name]
 
 
 def _iso(when: datetime) -> str:

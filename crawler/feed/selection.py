@@ -71,7 +71,7 @@ class Selector:
             return None
         if job.unsized is not None and self.sizing and not self._told_unsized:
             self._told_unsized = True  # once: a feed of b2 media would say it for every item
-            self.log(f"some image URLs are fetched as listed, without the size asked ({job.unsized}), "
+            self.log(f"some media URLs are fetched as listed, without the size asked ({job.unsized}), "
                      f"e.g. {redact(job.url)}")
         return job
 

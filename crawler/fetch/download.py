@@ -13,7 +13,6 @@ import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -22,14 +21,15 @@ from crawler import urls
 from crawler.config.settings import USER_AGENT, CrawlConfig
 from crawler.fetch.result import Fetched
 from crawler.keys import Key
+from crawler.net.errors import connection_detail
 from crawler.net.limits import HostGate
 from crawler.net.retry import Fatal, Gone, RequestCounters, RequestFailed, Retryable, RetryPolicy, attempts, parse_retry_after
 from crawler.net.sessions import Net
 from crawler.store import layout
+from crawler.store.base import Store
 from crawler.store.disk import LinkUnsupported
 from crawler.store.errors import DiskFull, StoreUnavailable
 
-Store = Any  # DiskStore or store.RemoteStore: the same sink/commit/abort contract
 _CHUNK = 256 * 1024
 _MAX_REDIRECTS = 5
 
@@ -89,7 +89,7 @@ class Downloader:
             try:
                 saved = await self.fetch(key, url, video)
             except Gone:
-                if True:
+                if listed is None or listed == url:
                     raise
                 saved = await self.fetch(key, listed, video)
         except Gone as e:
@@ -125,7 +125,7 @@ class Downloader:
                         url = self._redirect_target(url, response)
                         continue
                     self._check_status(response)
-                    if False and layout.media_type(response.content_type).startswith("image/"):
+                    if video and layout.media_type(response.content_type).startswith("image/"):
                         # Users' one-frame webps: a size transform answered a video with a still.
                         raise Fatal("video-as-still", f"a video answered as {layout.media_type(response.content_type)}; "
                                     "try --video-original")
@@ -136,7 +136,7 @@ class Downloader:
                 raise Retryable("stalled", f"no byte for {self.session.timeout.sock_read}s") from None
             except aiohttp.ClientError as e:
                 self.counters.statuses[0] += 1
-                raise Retryable("connection", type(e).__name__) from None
+                raise Retryable("connection", connection_detail(e, urls.redact(url))) from None
         raise Fatal("redirect-loop", f"more than {_MAX_REDIRECTS} redirects")
 
     def _redirect_target(self, url: str, response: aiohttp.ClientResponse) -> str:

@@ -63,3 +63,11 @@ def _host_port(url: str) -> str:
     if not parts.hostname:
         return "the server"
     return f"{parts.hostname}:{port}" if port else parts.hostname
+
+
+def last_request(error: BaseException, last_url: str | None) -> str:
+    """The " (last request URL)" suffix of an API error's line: left out where there is no URL, or where
+    the error's own text already names the request (a connection failure, see `connection_detail`)."""
+    if not last_url or getattr(error, "reason", None) == "connection":
+        return ""
+    return f" (last request {last_url})"

@@ -15,17 +15,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
+from datetime import datetime
 from typing import Any
 
 from crawler.config.settings import ConfigError, CrawlConfig
 from crawler.feed import deep
-from crawler.feed.checkpoints import PageLedger
-from crawler.feed.deep import NEWEST, OLDEST, Progress
+from crawler.feed.deep import NEWEST, OLDEST, Progress, Progressed
 from crawler.feed.pages import Feed, FeedCounters, FeedStopped, Page, Position
 from crawler.feed.partitions import Partition, apply_partition
 from crawler.feed.selection import Selector, plan
+from crawler.net.errors import last_request
 from crawler.net.retry import Fatal, RequestFailed
+from crawler.normalise import created_at
 from crawler.run.executor import Port
 from crawler.run.proof import Proof, Watch
 from crawler.run.settle import Settler
@@ -77,32 +78,49 @@ class Producer:
         self.counters = counters  # every chain's pages together
         self.retry_due = retry_due
         self.cfg = chains[0].cfg
-        # Each chain's progress where it resumes (its checkpoint's), and per page listed this run the
-        # progress that page's checkpoint records: a checkpoint trails the listing until pages settle.
+        # Each chain's progress where it resumes (its checkpoint's). Each page's next position carries the
+        # progress as of that page into its checkpoint, which trails the listing until the page settles.
         self.progress = [self._resumed(chain) for chain in chains]
-        self._at_page: list[dict[int, dict[str, Any]]] = [{} for _ in chains]
-        for n in range(len(chains)):
-            settler.ledgers[n] = PageLedger(partial(self._checkpoint, n))
+        self._own: list[set[Any]] = [set() for _ in chains]  # the keys the page being listed queued itself
+        self._pending: list[list[tuple[datetime, Any]]] = [[] for _ in chains]  # see `_listed`
+        self._snapshot: list[dict[str, Any]] = [{} for _ in chains]
 
     def _resumed(self, chain: Chain) -> Progress:
         sort = OLDEST if chain.cfg.sort == OLDEST else NEWEST
         record = self.settler.state.checkpoint_of(chain.query)
         # A plain chain starting from the top starts counting afresh; a deep chain that ended stays ended
-        # until the proof it belongs to is finished (`finish.conclude` then resets every chain).
-        if chain.start is None and not (self.cfg.deep and record and record.get("end")):
+        # (its end is recorded as a position with no cursor) until the proof it belongs to is finished
+        # (`finish.conclude` then resets every chain).
+        if chain.start is None or (chain.start == Position() and not self.cfg.deep):
             return Progress(sort)
+        if self.cfg.deep and not (record and isinstance(record.get("listed"), int)):
+            chain.start = None  # a checkpoint without progress (another kind of crawl): its depth is unknown
         return Progress.from_record(sort, record)
 
-    def _checkpoint(self, n: int, page: int, following: Position | None) -> None:
-        chain, at_page = self.chains[n], self._at_page[n]
-        position = (following or Position()).to_record()
-        position.update(at_page.get(page) or {})
-        for listed in [p for p in at_page if p <= page]:
-            del at_page[listed]
-        self.settler.writer.append(records.checkpoint(chain.query, page, position, following is None, chain.name))
+    def _following(self, n: int, following: Position | object | None) -> Position | object | None:
+        """Where the next run resumes after this page, with the chain's progress for its checkpoint."""
+        if isinstance(following, Position):
+            return Progressed(following.cursor, following.next_query, tuple(self._snapshot[n].items()))
+        if following is None and self.cfg.deep:  # the end of a deep chain: not an end of the whole query
+            return Progressed(None, None, tuple(self._snapshot[n].items()))
+        return following  # the end of a plain chain (the next run starts afresh), or PARTIAL
 
     def _listed(self, n: int, page: Page) -> None:
-        self._at_page[n][page.number] = self.progress[n].to_record()
+        """The progress page `page`'s checkpoint will record, with an edge that never passes an item not settled.
+
+        An item another chain queued first is skipped here as a duplicate, so this chain's checkpoint can
+        pass it while its download is still in flight; after a kill, a proof trusting that edge would call
+        the part whole and the item would never be listed again. So the recorded edge stops short of every
+        such item still unsettled, and an end with one pending is not recorded as an end (`settled`)."""
+        state, queued, own = self.settler.state, self.selectors[n].queued, self._own[n]
+        pending = self._pending[n]
+        for item in page.items:
+            key = item.get("id") if isinstance(item, dict) else None
+            when = created_at(item) if isinstance(key, int) and key in queued and key not in own else None
+            if when is not None:
+                pending.append((when, key))
+        pending[:] = [(t, k) for t, k in pending if not (k in state.done or k in state.gone or k in state.failed)]
+        self._snapshot[n] = self.progress[n].recorded([t for t, _k in pending])
 
     async def run(self, failures: Iterable[dict[str, Any]]) -> None:
         """Queue the failures due, then page every chain; then the crawl's reason and the end mark."""
@@ -155,21 +173,20 @@ class Producer:
         cost = (f"{outcome.chains} chain(s), {outcome.split} split(s), {self.counters.pages} page(s) this run; "
                 f"{len(outcome.proven)} part(s) proven whole")
         if outcome.gaps:
-            named = "; ".join(g.describe() for g in outcome.gaps)
-            return Stop.GAPS_REMAIN, (f"gaps-remain: --deep could not prove {len(outcome.gaps)} part(s) complete ({cost}): {named}; "
-                                      "`status --json` lists them under gaps")
+            named = "; ".join(g.describe() for g in outcome.gaps[:3]) + ("; ..." if len(outcome.gaps) > 3 else "")
+            return Stop.GAPS_REMAIN, (f"gaps-remain: --deep could not prove {len(outcome.gaps)} part(s) complete "
+                                      f"({cost}): {named}; `status --json` lists them under gaps")
         return Stop.FEED_ENDED, f"--deep proved the listing complete: {cost}"
 
     def _record_proof(self, capped: list[Chain], gaps: list[dict[str, Any]], outcome: deep.Outcome | None = None) -> None:
         """The proof's findings, for `status` (the run's end record follows it)."""
-        cap = self.cfg.depth_cap
-        record: dict[str, Any] = {"kind": "proof", "deep": self.cfg.deep, "depth_cap": cap, "gaps": gaps,
-                                  "capped": [{"partition": c.name, "query": c.query,
-                                              **self.progress[self.chains.index(c)].to_record()} for c in capped]}
+        found: dict[str, Any] = {}
         if outcome is not None:
-            record.update(chains=outcome.chains, splits=outcome.split, proven=outcome.proven,
-                          pages=self.counters.pages)
-        self.settler.writer.append(record)
+            found = {"chains": outcome.chains, "splits": outcome.split, "proven": outcome.proven,
+                     "pages": self.counters.pages}
+        capped_at = [{"partition": c.name, "query": c.query, **self.progress[self.chains.index(c)].to_record()}
+                     for c in capped]
+        self.settler.writer.append(records.proof(self.cfg.deep, self.cfg.depth_cap, capped_at, gaps, **found))
 
     def combine(self, ends: list[tuple[Stop, str]]) -> tuple[Stop, str]:
         """The crawl's reason from its chains': the first that did not complete, else they all did."""
@@ -192,9 +209,10 @@ class Producer:
         try:
             async for batch in plan(feed, selector, chain.start):
                 self.settler.refs(selector.new_refs)
+                self._own[n] = {job.key for job in batch.jobs}
                 enough = watch(batch.page)  # before the page opens: its checkpoint needs the progress
                 # Opened before its jobs are queued, so a fast worker can never settle an unknown page.
-                ledger.open_page(batch.page.number, len(batch.jobs), batch.following)
+                ledger.open_page(batch.page.number, len(batch.jobs), self._following(n, batch.following))
                 for job in batch.jobs:
                     await self.port.queue.put(job)
                 if batch.stop is not None:
@@ -205,9 +223,9 @@ class Producer:
         except FeedStopped as e:
             return e.reason, str(e)
         except Fatal as e:
-            return Stop.API_REFUSED, f"{e.detail or e.reason} (last request {feed.counters.last_url})"
+            return Stop.API_REFUSED, f"{e.detail or e.reason}{last_request(e, feed.counters.last_url)}"
         except RequestFailed as e:
-            return Stop.API_ERROR, f"API error outlived the retries: {e} (last request {feed.counters.last_url})"
+            return Stop.API_ERROR, f"API error outlived the retries: {e}{last_request(e, feed.counters.last_url)}"
         except DiskFull as e:
             self.port.stop.request(Stop.DISK_FULL, f"disk full: {e.strerror}")
             return Stop.DISK_FULL, f"disk full: {e.strerror}"

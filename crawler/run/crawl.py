@@ -26,7 +26,7 @@ from crawler.feed.partitions import Partition, plan_identity
 from crawler.feed.selection import Quota, Selector
 from crawler.fetch.download import DownloadCounters
 from crawler.keys import KeySet
-from crawler.logs import Logger
+from crawler.logs import Logger, plain
 from crawler.net.sessions import open_net
 from crawler.run import periodic
 from crawler.run.chains import Producer, make_chains
@@ -62,14 +62,15 @@ class Crawl:
                  resume: bool = True, retry_due: Callable[[dict[str, Any]], bool] | None = None,
                  track_newest: bool = False, query: str | None = None, quiet: bool = False,
                  partitions: list[Partition] | None = None, plan_expires: float | None = None,
-                 **log_context: Any) -> None:
+                 log_file: TextIO | None = None, **log_context: Any) -> None:
         """`partitions`: a plan (`civitai-mirror plan`): each runs as its own cursor chain, in parallel,
         into this one mirror, sharing the API rate, the queue and the done-set. `plan_expires`: when
-        its period windows stop being safe (`partitions.expires`); the crawl stops there."""
+        its period windows stop being safe (`partitions.expires`); the crawl stops there. `log_file`: the
+        open --log-file, which gets every log line too."""
         self.plan_expires = plan_expires
         self.cfg = cfg
         self.log_stream = log
-        self.logger = Logger(log, cfg.log_format, **log_context)
+        self.logger = Logger(log, cfg.log_format, also=log_file, **log_context)  # log_file: --log-file, opened
         self.rng = random.Random(seed)
         self.stats = CrawlStats()
         self.query = query or cfg.query_identity()  # follow keeps one identity across passes with moving --since
@@ -155,7 +156,7 @@ class Crawl:
                 assert net.api is not None and net.api_gate is not None
                 for chain in self.chains:  # one API session and rate for every chain
                     chain.feed = Feed.from_config(chain.cfg, net.api, net.api_gate, net.policy, self.rng,
-                                                  self._api_counters)
+                                                  self._api_counters, log=self.log)
                 try:
                     await self._pipeline(state, writer, commits, settler, store)
                 except DiskFull as e:  # raised by a manifest write outside the workers
@@ -187,7 +188,12 @@ class Crawl:
                                         start.to_record() if start else None,
                                         partitions if len(self.chains) > 1 else None))
         if not self.quiet:
-            what = f"query {cfg.query_summary()}" if len(self.chains) == 1 else f"{len(self.chains)} partitions of a plan"
+            if cfg.deep:
+                what = f"--deep proof of query {plain(cfg.query_summary())}"
+            elif len(self.chains) == 1:
+                what = f"query {plain(cfg.query_summary())}"
+            else:
+                what = f"{len(self.chains)} partitions of a plan"
             self.log(f"crawl {redact(cfg.api_base)} {what}: {len(state.done)} done, "
                      f"{len(state.failed)} to retry" + (f", resuming {', '.join(resumed)}" if resumed else ""))
 
@@ -195,7 +201,8 @@ class Crawl:
                         store: Any) -> None:
         queued, quota = KeySet(), Quota()  # shared: an image listed by two chains is fetched once
         selectors = [Selector(chain.cfg, state.done, state.gone, self.stats, self._invalid, self.track_newest,
-                              state.refs, state.by_uuid, chain=n, queued=queued, quota=quota)
+                              state.refs, state.by_uuid, chain=n, queued=queued, quota=quota,
+                              log=self.log)
                      for n, chain in enumerate(self.chains)]
         port = Port(self._queue, settler.settle, self.stop, self.log)
         producer = Producer(self.chains, selectors, port, settler, self.stats, self._api_counters, self.retry_due)
@@ -208,6 +215,7 @@ class Crawl:
                        group.create_task(periodic.flush(writer, state, self.stop)),
                        group.create_task(periodic.commit(commits, self.stop)),
                        group.create_task(periodic.expire_plan(self.plan_expires, self.stop)),
+                       group.create_task(periodic.reserve(self.cfg, self.stop)),
                        group.create_task(periodic.progress(self.cfg, self.stats, self._queue, self._api_counters,
                                                            self.logger, self.log_stream))]
             helpers.append(group.create_task(self._supervise(helpers[0], workers, port)))

@@ -9,6 +9,7 @@ gaps remain.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from crawler.feed.items import Job
 from crawler.feed.pages import Feed, FeedCounters, FeedStopped, Page, Position
 from crawler.feed.selection import Batch, Selector, plan
 from crawler.keys import KeySet
+from crawler.net.errors import last_request
 from crawler.net.retry import RequestFailed
 from crawler.net.sessions import open_net
 from crawler.run.chains import make_chains
@@ -131,34 +133,38 @@ async def dry_run(cfg: CrawlConfig, log: TextIO = sys.stderr) -> DryRunReport:
         except FeedStopped as e:
             return e.reason, str(e)
         except RequestFailed as e:
-            return Stop.API_ERROR, f"API error outlived the retries: {e} (last request {counters.last_url})"
+            return Stop.API_ERROR, f"API error outlived the retries: {e}{last_request(e, counters.last_url)}"
         return Stop.FEED_ENDED, f"the feed ended (no next cursor) after {counters.pages} page(s)"
 
-    async with open_net(cfg) as net:
-        assert net.api is not None and net.api_gate is not None
-        feeds = [Feed.from_config(chain.cfg, net.api, net.api_gate, net.policy, random.Random(), counters)
-                 for chain in chains]
-        progress = [Progress(OLDEST if chain.cfg.sort == OLDEST else NEWEST) for chain in chains]
-        if cfg.deep:
-            proof = Proof(deep.tree(cfg), [chain.cfg for chain in chains], progress, walk)
-            outcome = await proof.run()
-            report.chains, report.gaps = outcome.chains, [g.describe() for g in outcome.gaps]
-            if proof.halt is not None:
-                report.reason, report.message = proof.halt
-            elif outcome.gaps:
-                report.reason, report.message = Stop.GAPS_REMAIN, f"gaps-remain: {len(outcome.gaps)} part(s) could not be proven"
+    try:
+        async with open_net(cfg) as net:
+            assert net.api is not None and net.api_gate is not None
+            feeds = [Feed.from_config(chain.cfg, net.api, net.api_gate, net.policy, random.Random(), counters)
+                     for chain in chains]
+            progress = [Progress(OLDEST if chain.cfg.sort == OLDEST else NEWEST) for chain in chains]
+            if cfg.deep:
+                proof = Proof(deep.tree(cfg), [chain.cfg for chain in chains], progress, walk)
+                outcome = await proof.run()
+                report.chains, report.gaps = outcome.chains, [g.describe() for g in outcome.gaps]
+                if proof.halt is not None:
+                    report.reason, report.message = proof.halt
+                elif outcome.gaps:
+                    report.reason = Stop.GAPS_REMAIN
+                    report.message = f"gaps-remain: {len(outcome.gaps)} part(s) could not be proven"
+                else:
+                    report.reason, report.message = Stop.FEED_ENDED, "--deep would prove the listing complete"
             else:
-                report.reason, report.message = Stop.FEED_ENDED, "--deep would prove the listing complete"
-        else:
-            def watch(page: Page) -> bool:
-                progress[0].page(page.items, page.next is None)
-                return False
+                def watch(page: Page) -> bool:
+                    progress[0].page(page.items, page.next is None)
+                    return False
 
-            report.reason, report.message = await walk(0, watch) or (Stop.FEED_ENDED, "")
-            if report.reason == Stop.FEED_ENDED and progress[0].capped(cfg.depth_cap, cfg.limit):
-                report.reason = Stop.DEPTH_CAPPED
-                report.message = (f"depth-capped: the feed ended (no next cursor) after {progress[0].listed} item(s), about "
-                                  f"--depth-cap {cfg.depth_cap}: it may match more; --deep would mirror all of it")
+                report.reason, report.message = await walk(0, watch) or (Stop.FEED_ENDED, "")
+                if report.reason == Stop.FEED_ENDED and progress[0].capped(cfg.depth_cap, cfg.limit):
+                    report.reason = Stop.DEPTH_CAPPED
+                    report.message = (f"depth-capped: the feed ended (no next cursor) after {progress[0].listed} item(s), about "
+                                      f"--depth-cap {cfg.depth_cap}: it may match more; --deep would mirror all of it")
+    except asyncio.CancelledError:  # Ctrl-C: the tally of the pages walked so far is still worth printing
+        report.reason, report.message = Stop.INTERRUPTED, "interrupted: the counts cover the pages walked so far"
     report.already_done = report.stats.skipped_done  # type: ignore[union-attr]
     report.matched = report.to_fetch + report.already_done
     report.api_calls = counters.requests

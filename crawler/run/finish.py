@@ -15,6 +15,7 @@ from datetime import datetime
 from crawler.config.settings import CrawlConfig
 from crawler.feed.pages import FeedCounters, Position
 from crawler.fetch.download import DownloadCounters
+from crawler.logs import counts as listed
 from crawler.run.chains import make_chains
 from crawler.run.progress import line
 from crawler.state import records
@@ -40,7 +41,7 @@ def conclude(cfg: CrawlConfig, query: str, writer: ManifestWriter, reason: Stop,
     counts = stats.as_dict()
     counts.update(api_requests=api.requests, api_retries=api.retries, api_throttled=api.throttled, pages=api.pages,
                   cdn_requests=cdn.requests if cdn else 0, cdn_retries=cdn.retries if cdn else 0,
-                  cdn_throttled=cdn.throttled if cdn else 0)
+                  cdn_throttled=cdn.throttled if cdn else 0, levels=dict(api.levels), cursor_restarts=api.restarts)
     try:
         if reason in COMPLETE and newest is not None:
             writer.append(records.hwm(query, newest.isoformat()))
@@ -55,6 +56,6 @@ def conclude(cfg: CrawlConfig, query: str, writer: ManifestWriter, reason: Stop,
         log(line(stats, queued, api.pages))
         log(f"stopped: {message}")
         if stats.failed:
-            log(f"{stats.failed} image(s) failed ({dict(stats.failures)}); `civitai-mirror status` lists them, "
+            log(f"{stats.failed} image(s) failed ({listed(stats.failures)}); `civitai-mirror status` lists them, "
                 "a rerun retries them")
     return Outcome(reason, message, stats, code)

@@ -78,11 +78,13 @@ class Totals:
 
 class Follower:
     def __init__(self, cfg: CrawlConfig, settings: FollowSettings, log: TextIO,
-                 after_pass: Callable[[int, Outcome], Awaitable[None] | None] | None = None) -> None:
+                 after_pass: Callable[[int, Outcome], Awaitable[None] | None] | None = None,
+                 log_file: TextIO | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
         self.log_stream = log
-        self.logger = Logger(log, cfg.log_format)
+        self.log_file = log_file  # --log-file (opened by the caller): every pass's lines too
+        self.logger = Logger(log, cfg.log_format, also=log_file)
         self.query = cfg.query_identity()
         self.after_pass = after_pass
         self.rng = random.Random()
@@ -134,7 +136,7 @@ class Follower:
                 first = self.passes == 1 and mirror.state.high_water is None
                 crawl = Crawl(self._pass_config(mirror, first), self.log_stream, resume=first,
                               retry_due=self.retry_due, track_newest=True, query=self.query, quiet=True,
-                              **{"pass": self.passes})
+                              log_file=self.log_file, **{"pass": self.passes})
                 self.current = crawl
                 try:
                     outcome = await crawl.run_in(mirror)
@@ -195,7 +197,7 @@ class Follower:
         mark = (f"what earlier passes mirrored (down to {pass_cfg.since}, "
                 f"{HIGH_WATER_MARGIN.total_seconds() / 3600:g}h below their newest image)")
         told = outcome.message.replace(f"items older than --since {pass_cfg.since}", mark)
-        return outcome.message; return told if "--since" not in told else f"reached {mark}"
+        return told if "--since" not in told else f"reached {mark}"
 
     def _maybe_compact(self, mirror: Mirror) -> None:
         state = mirror.state

@@ -46,5 +46,5 @@ class LocalPool:
         downloader, port = self._downloader, self.port
         assert downloader is not None
         while (job := await port.next_job()) is not None:
-            if not port.settle(job, await downloader.outcome(job.key, job.url)):
+            if not port.settle(job, await downloader.outcome(job.key, job.url, job.listed, job.video)):
                 return

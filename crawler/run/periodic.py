@@ -7,13 +7,16 @@ disk met here stops the crawl through the stop control.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
+from crawler.config.quantities import show_size
 from crawler.config.settings import CrawlConfig
 from crawler.feed.items import Job
 from crawler.feed.pages import FeedCounters
-from crawler.logs import Logger
+from crawler.logs import Logger, clock
 from crawler.run.progress import show
 from crawler.run.stopping import StopControl
 from crawler.state import snapshot
@@ -60,10 +63,40 @@ async def expire_plan(when: float | None, stop: StopControl) -> None:
                  "plan and rerun with it; done images are not fetched again")
 
 
+async def reserve(cfg: CrawlConfig, stop: StopControl, every: float = 1.0) -> None:
+    """--min-free: a clean, resumable stop (`disk-reserve`) once the mirror's disk (or the state's) has less free.
+
+    Checked at the start and then every second, so at most a second of downloads lands below the reserve."""
+    if cfg.min_free is None:
+        return
+    reason = Stop.DISK_RESERVE
+    folders = {cfg.state} | (set() if cfg.remote else {Path(cfg.out)})
+    while True:
+        for folder in folders:
+            try:
+                free = shutil.disk_usage(_existing(folder)).free
+            except OSError:
+                continue  # an unreadable disk is reported by the writes themselves
+            if free < cfg.min_free:
+                stop.request(reason, f"--min-free {show_size(cfg.min_free)}: {folder} has {show_size_mb(free)} "
+                             "free; free some space (or lower --min-free) and rerun the same command to resume")
+                return
+        await asyncio.sleep(every)
+
+
+def _existing(folder: Path) -> Path:
+    """`folder`, or the nearest parent that exists (the mirror may not be created yet)."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def show_size_mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
 def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+    return clock(seconds)
 
 
 async def progress(cfg: CrawlConfig, stats: CrawlStats, queue: asyncio.Queue[Job | None], pages: FeedCounters,
@@ -86,5 +119,12 @@ async def progress(cfg: CrawlConfig, stats: CrawlStats, queue: asyncio.Queue[Job
         return {"done": stats.done, "failed": stats.failed, "gone": stats.gone, "bytes": stats.bytes,
                 "queue": queue.qsize(), "pages": pages.pages}
 
+    side = None
+    log_mode = cfg.progress == "log" or (cfg.progress == "auto" and not stream.isatty())
+    if logger.also is not None and not log_mode:  # (in log mode `emit` reaches the file through `logger`)
+        to_file = Logger(logger.also, cfg.log_format, **logger.context)
+
+        def side(text: str) -> None:  # --log-file: log lines in the file whatever the terminal shows
+            to_file.info(text, **fields())
     await show(stats, snapshot_now, cfg.progress, cfg.log_interval, stream,
-               emit=lambda text: logger.info(text, **fields()))
+               emit=lambda text: logger.info(text, **fields()), side=side)

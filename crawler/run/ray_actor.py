@@ -92,7 +92,7 @@ class PauseBoard:
 
 
 class DownloadActor:
-    """One download pool on a Ray worker: `Downloader.outcome` for each (key, url) it is sent."""
+    """One download pool on a Ray worker: `Downloader.outcome` for each job it is sent."""
 
     def __init__(self, cfg: CrawlConfig, index: int, rps: float, seed: int, env: dict[str, str],
                  board: Any = None) -> None:
@@ -113,16 +113,17 @@ class DownloadActor:
         import ray as ray_here  # this runs in the actor's process, where connect() never ran
         return os.getpid(), ray_here.util.get_node_ip_address()
 
-    async def fetch(self, jobs: list[tuple[Key, str]]) -> Reply:
+    async def fetch(self, jobs: list[tuple[Key, str, str | None, bool]]) -> Reply:
+        """Each job is (key, url, the URL as listed when `url` rewrites it, whether the item is a video)."""
         downloader = await self._ready()
         assert self._slots is not None
         slots = self._slots
 
-        async def one(key: Key, url: str) -> Fetched:
+        async def one(key: Key, url: str, listed: str | None, video: bool) -> Fetched:
             async with slots:
-                return await downloader.outcome(key, url)
+                return await downloader.outcome(key, url, listed, video)
 
-        results = await asyncio.gather(*(one(key, url) for key, url in jobs))
+        results = await asyncio.gather(*(one(*job) for job in jobs))
         return self._reply(list(results), downloader.counters)
 
     async def close(self) -> None:

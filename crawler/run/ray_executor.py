@@ -174,7 +174,7 @@ class RayDispatch:
                 await asyncio.sleep(down)
                 continue
             try:
-                reply: Reply = await wait(actor.fetch.remote([(job.key, job.url) for job in batch]))
+                reply: Reply = await wait(actor.fetch.remote([(job.key, job.url, job.listed, job.video) for job in batch]))
             except ray_actor.RayTaskError as e:  # our code raised in the actor (say, the store refused it): say why
                 cause = str(e.cause if getattr(e, "cause", None) is not None else e).strip().splitlines()
                 self.port.stop.request(Stop.EXECUTOR_FAILED, f"download worker {index} failed: "

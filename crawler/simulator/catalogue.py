@@ -28,7 +28,7 @@ from crawler.simulator.items import (
 from crawler.simulator.models import ModelFilters, SimModel, SimVersion
 from crawler.simulator.options import SizeRequest, parse_options
 from crawler.simulator.query import Filters, parse_query
-from crawler.simulator.shapes import is_audio, listed_size, shaped_path, still_video
+from crawler.simulator.shapes import is_audio, listed_size, pick_url, shaped_path, still_video
 
 _FIRST_ID = 12_000_000
 
@@ -127,20 +127,22 @@ class Catalogue:
         return make(record.item["id"], rendition, content_type), content_type
 
     def expected(
-        self, params: Mapping[str, str] | None = None, width: int | None = None, original: bool = False
+        self, params: Mapping[str, str] | None = None, width: int | None = None, original: bool = False,
+        video_width: int | None = None, per_kind: bool = False,
     ) -> dict[int, str]:
         """id -> sha256 of the body a complete mirror of the `/images` query `params` must hold.
 
-        With `width` or `original`, each URL is taken as rewritten to that size; with neither,
-        each item's own URL as listed (under `real_shapes`, the URL it is listed with). Gone items
-        are left out (see `expected_gone`), and so are videos the CDN would answer with a still
-        frame at that size (see `expected_stills`).
+        With `width`, `video_width` (videos) or `original`, each URL is taken as rewritten to that
+        size, but a bare image-b2 path as listed; `per_kind`: `width` sizes images only, audio is
+        never resized (as the crawler asks). With none, each item's own URL as listed (under
+        `real_shapes`, the URL it is listed with). Gone items are left out (see `expected_gone`),
+        and so are videos the CDN would answer with a still frame at that size (`expected_stills`).
         """
         if width is not None and original:
             raise ValueError("ask for a width or the original, not both")
         out: dict[int, str] = {}
         for record in self._visible(params):
-            size = self._size(record, width, original)
+            size = self._size(record, width, original, video_width, per_kind)
             if record.gone or self._as_still(record, size):
                 continue
             data, _ = self._body(record, size.width, size.original, False, cached=False)
@@ -148,17 +150,27 @@ class Catalogue:
         return out
 
     def expected_stills(
-        self, params: Mapping[str, str] | None = None, width: int | None = None, original: bool = False
+        self, params: Mapping[str, str] | None = None, width: int | None = None, original: bool = False,
+        video_width: int | None = None, per_kind: bool = False,
     ) -> set[int]:
         """Ids of videos the CDN answers with one still frame at that size (`real_shapes` only)."""
-        return {r.item["id"] for r in self._visible(params) if self._as_still(r, self._size(r, width, original))}
+        return {r.item["id"] for r in self._visible(params)
+                if self._as_still(r, self._size(r, width, original, video_width, per_kind))}
 
     def listed_path(self, record: Record) -> str:
         """The origin-relative URL path `/images` lists for `record`."""
         return shaped_path(record) if self._cfg.real_shapes else str(record.item["url"])
 
-    def _size(self, record: Record, width: int | None, original: bool) -> SizeRequest:
-        if width is None and not original:
+    def _size(self, record: Record, width: int | None, original: bool, video_width: int | None = None,
+              per_kind: bool = False) -> SizeRequest:
+        # per_kind, as the crawler asks since issue 14: `width` is for images only (a video takes `video_width`,
+        # the original or its own URL), audio is never resized. A bare image-b2 path has no options to resize.
+        kind = record.item["type"]
+        if kind == "video" and video_width is not None:
+            width, original = video_width, False
+        elif per_kind and kind != "image":
+            width, original = None, original and kind == "video"
+        if (width is None and not original) or (self._cfg.real_shapes and pick_url(record) == "b2-bare"):
             own = listed_size(self.listed_path(record))
             return SizeRequest(own.width, own.original)  # a listed `anim=false` is the thumbnail's, not ours
         return SizeRequest(width, original)

@@ -19,7 +19,7 @@ import orjson
 from crawler.keys import Key
 from crawler.state import records
 from crawler.state.manifest import MANIFEST_NAME, iter_records_at
-from crawler.state.records import CHECKPOINT, HWM, IMAGE, RUN, key_of
+from crawler.state.records import CHECKPOINT, HWM, IMAGE, PROOF, RUN, key_of
 
 PREVIOUS = MANIFEST_NAME + ".prev"
 WORKING = MANIFEST_NAME + ".compacting"
@@ -48,6 +48,8 @@ def _keep(path: Path) -> tuple[set[int], int | None, int]:
                 images[key] = offset
         elif kind in (CHECKPOINT, HWM):
             bookkeeping[(kind, record.get("query"))] = offset
+        elif kind == PROOF:  # the depth and gaps `status` shows with the run end that follows it
+            bookkeeping[(PROOF, None)] = offset
         elif records.is_run_end(record):
             bookkeeping[(RUN, record.get("query"))] = offset
         elif (upto := records.durable_upto(record)) is not None:

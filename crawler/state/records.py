@@ -14,6 +14,9 @@ The manifest is JSON lines; each line is one of these records (readers skip anyt
   exit code, counts).
 - `ref`: an image already mirrored reached again from another model version (`source`).
 - `hwm`: follow's high-water mark, the newest `created_at` of a complete pass of `query`.
+- `proof`: what a run found about the feed's depth, just before its `run` end: `deep`, `depth_cap`,
+  `capped` (chains that ended near the cap), `gaps` (parts --deep could not prove whole) and, with
+  --deep, `chains`, `splits`, `proven`, `pages`.
 
 Builders (`done`, `failed`, ... `hwm`) are the only code that makes records; readers (`key_of`,
 `status_of`, `durable_upto`, `is_run_end`) are how every reader of the log asks what a record says,
@@ -29,7 +32,7 @@ from crawler.keys import Key
 
 Record = dict[str, Any]
 
-IMAGE, CHECKPOINT, DURABLE, RUN, REF, HWM = "image", "checkpoint", "durable", "run", "ref", "hwm"
+IMAGE, CHECKPOINT, DURABLE, RUN, REF, HWM, PROOF = "image", "checkpoint", "durable", "run", "ref", "hwm", "proof"
 DONE, FAILED, GONE = "done", "failed", "gone"
 
 
@@ -96,6 +99,12 @@ def failed(job: Listed, item: dict[str, Any], reason: str, error: str | None, at
             "t": time.time()}
 
 
+def refetch(job: Listed, item: dict[str, Any], reason: str, error: str) -> Record:
+    """A done image whose file is missing or damaged (`verify --repair`): a `failed` record dated 0, so
+    a crawl retries it and follow finds it due at once, whatever its backoff."""
+    return {**failed(job, item, reason, error, 0), "t": 0.0}
+
+
 def gone(job: Listed, error: str | None) -> Record:
     return {**_image(job, GONE), "error": error, "t": time.time()}
 
@@ -127,6 +136,12 @@ def run_start(query: str, params: dict[str, Any], settings: dict[str, Any], resu
     if partitions:
         record["partitions"] = partitions
     return record
+
+
+def proof(deep: bool, depth_cap: int, capped: list[dict[str, Any]], gaps: list[dict[str, Any]],
+          **found: Any) -> Record:
+    return {"kind": PROOF, "deep": deep, "depth_cap": depth_cap, "capped": capped, "gaps": gaps, **found,
+            "t": time.time()}
 
 
 def run_end(query: str, reason: str, message: str, exit_code: int, params: dict[str, Any],

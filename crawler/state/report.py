@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from crawler.keys import Key
+from crawler.logs import clock, counts
 from crawler.state import exclusions, records
 from crawler.state.current import current_done
 from crawler.state.manifest import MANIFEST_NAME, iter_records
-from crawler.state.records import CHECKPOINT, DONE, FAILED, GONE, IMAGE, key_of
+from crawler.state.records import CHECKPOINT, DONE, FAILED, GONE, IMAGE, PROOF, RUN, key_of
 from crawler.stops import COMPLETE
 from crawler.store.base import Store
 
@@ -56,6 +57,7 @@ def summarise(root: Path, examples: int = 20) -> Summary:
     latest: dict[Key, tuple[str, int, str]] = {}  # key -> (status, bytes, reason): small, unlike whole records
     failed_records: dict[Key, dict[str, Any]] = {}
     proof: dict[str, Any] | None = None  # written just before its run's end record
+    started: Any = None  # the last run start's time, for how long the last run took
     for record in iter_records(root / MANIFEST_NAME, lambda n, _r: summary.bad_lines.append(n)):
         summary.records += 1
         kind = record["kind"]
@@ -67,17 +69,21 @@ def summarise(root: Path, examples: int = 20) -> Summary:
             size = record["bytes"] if isinstance(record.get("bytes"), int) else 0
             latest[key] = (status, size, str(record.get("reason") or record.get("error") or ""))
             if status == FAILED:
-                failed_records[key] = {"key": key, "url": record.get("url"), "error": record.get("error")}
+                failed_records[key] = {"key": key, "url": record.get("url"),
+                                       "error": record.get("error") or record.get("reason") or "no message"}
             else:
                 failed_records.pop(key, None)
         elif kind == CHECKPOINT:
             summary.last_checkpoint = {k: record.get(k) for k in ("query", "page", "end", "cursor", "t")}
-        elif kind == "proof":
+        elif kind == PROOF:
             proof = record
+        elif kind == RUN and record.get("event") == "start":
+            started = record.get("t")
         elif records.is_run_end(record):
             summary.depth, summary.gaps = _depth(proof), list(proof.get("gaps") or []) if proof else []
             proof = None
             summary.last_run = {k: record.get(k) for k in ("query", "reason", "message", "exit_code", "params", "counts", "t")}
+            summary.last_run["started"] = started
             if record.get("reason") in COMPLETE:
                 summary.last_success = record.get("t") if isinstance(record.get("t"), (int, float)) else None
     for status, size, reason in latest.values():
@@ -93,6 +99,15 @@ def summarise(root: Path, examples: int = 20) -> Summary:
     excluded = exclusions.load(root)
     summary.excluded = sum(1 for key, (status, _, _) in latest.items() if status == DONE and str(key) in excluded)
     return summary
+
+
+def _when(run: dict[str, Any]) -> str:
+    """'ended 2026-12-02 14:20 after 3m05s, ' for a run end (and its start) with times; '' otherwise."""
+    end, start = run.get("t"), run.get("started")
+    if not isinstance(end, (int, float)):
+        return ""
+    took = f" after {clock(end - start)}" if isinstance(start, (int, float)) and start <= end else ""
+    return f"ended {time.strftime('%Y-%m-%d %H:%M', time.localtime(end))}{took}, "
 
 
 def _depth(proof: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -154,13 +169,18 @@ def format_summary(summary: Summary) -> Iterator[str]:
         yield f"excluded: {summary.excluded} done image(s) left out of exports ({exclusions.EXCLUSIONS_NAME})"
     for example in summary.failed_examples:
         yield f"  failed {example['key']}: {example['error']}"
+    if summary.failed > len(summary.failed_examples):
+        yield f"  and {summary.failed - len(summary.failed_examples)} more (status --json lists them)"
     if summary.last_checkpoint:
         cp = summary.last_checkpoint
         where = "feed finished" if cp.get("end") else f"page {cp.get('page')}, cursor {cp.get('cursor')!r}"
         yield f"last checkpoint: {where} (query {cp.get('query')})"
     run = summary.last_run
     if run:
-        yield f"last run: stopped because {run.get('reason')}: {run.get('message')} (exit {run.get('exit_code')})"
+        yield f"last run: {_when(run)}stopped because {run.get('reason')}: {run.get('message')} (exit {run.get('exit_code')})"
+        levels = (run.get("counts") or {}).get("levels")
+        if levels:
+            yield f"levels listed: {counts(levels, most=len(levels))}"
     else:
         yield "last run: none finished (a crawl may be running, or was killed)"
     depth = summary.depth or {}

@@ -18,6 +18,7 @@ _EXTENSIONS = {
     "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png", "image/webp": "webp",
     "image/gif": "gif", "image/avif": "avif", "image/heic": "heic", "image/bmp": "bmp", "image/tiff": "tiff",
     "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov",
+    "audio/mpeg": "mp3", "audio/mp4": "m4a", "audio/ogg": "ogg", "audio/wav": "wav", "audio/flac": "flac",
 }
 _UUID_KEY = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -29,7 +30,7 @@ def media_type(content_type: str | None) -> str:
 
 def is_media(content_type: str | None) -> bool:
     kind = media_type(content_type)
-    return kind.startswith(("image/", "video/")) and kind != "image/svg+xml"
+    return kind.startswith(("image/", "video/", "audio/")) and kind != "image/svg+xml"
 
 
 def extension_for(content_type: str | None) -> str:

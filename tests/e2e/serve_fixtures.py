@@ -19,7 +19,8 @@ import pytest
 from conftest import run_crawl
 
 from crawler.serve import command
-from crawler.state.manifest import MANIFEST_NAME, iter_records, key_of
+from crawler.state.manifest import MANIFEST_NAME, iter_records
+from crawler.state.records import key_of
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 REAL_JPEGS = 4

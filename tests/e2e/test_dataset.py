@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 from conftest import cli, done_records, flags_list, run_crawl
@@ -139,7 +140,7 @@ def test_config_show_names_each_source_and_hides_the_key(tmp_path):
     assert data["limit"] == {"value": 100, "source": "default"}
     assert data["api_key"] == {"value": "set", "source": "environment CIVITAI_API_KEY"}
     text = cli("config", "show").stdout
-    assert "(default)" in text and "'unset'" in text
+    assert "(default)" in text and re.search(r"^api_key\s+unset\s", text, re.M), text
 
 
 async def test_captions_export_writes_one_text_per_image_and_hard_links(sim_factory, tmp_path):

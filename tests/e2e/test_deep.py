@@ -74,10 +74,12 @@ def test_deep_mirrors_every_item_of_a_capped_query_exactly_once(tmp_path):
     ids = [r["id"] for r in done_records(tmp_path)]
     assert len(ids) == len(set(ids)) == 3000
     assert max(fetched.values()) == 1 and sum(fetched.values()) == 3000, "an image was fetched twice"
-    # The proof's cost: one chain of the whole uncapped query would take 3000/50 = 60 pages.
+    # The proof's cost: one uncapped chain would take 3000/50 = 60 pages. Here the whole query and level 1
+    # are split after paging 2 x 700 items each (56 pages); the 7 parts proven take ~70 pages (they stop
+    # as soon as their chains meet: without stopping, ~160).
     status = _status(tmp_path)
-    assert status["gaps"] == [] and status["depth"]["deep"] and status["depth"]["splits"] >= 2
-    assert api == status["depth"]["pages"] and api <= 3 * 60, api
+    assert status["gaps"] == [] and status["depth"]["deep"] and status["depth"]["splits"] == 2
+    assert api == status["depth"]["pages"] and api <= 140, api
 
 
 def test_dry_run_deep_says_chains_pages_and_gaps_and_writes_nothing(tmp_path):
@@ -117,7 +119,8 @@ def test_an_indivisible_capped_feed_ends_gaps_remain_naming_the_gap(tmp_path):
 
 
 def _spawn(out: Path, api_base: str, **flags) -> subprocess.Popen:
-    args = [sys.executable, "-m", "crawler", "crawl", "--out", str(out), "--deep",
+    # --no-fsync: group commits (which checkpoints must precede to be trusted) keep up on a busy machine.
+    args = [sys.executable, "-m", "crawler", "crawl", "--out", str(out), "--deep", "--no-fsync",
             *flags_list(api_base, browsing_level=31, depth_cap=CAP, **flags)]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -126,18 +129,24 @@ def _spawn(out: Path, api_base: str, **flags) -> subprocess.Popen:
 def test_kill_9_during_a_deep_crawl_then_resume_completes_without_refetching(tmp_path):
     flags = {"cdn_rps": 400, "concurrency": 8}
     with SimThread(SimConfig(images=3000, seed=134, depth_cap=CAP)) as sim:
-        proc = _spawn(tmp_path, sim.api_base, **flags)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            manifest = tmp_path / MANIFEST_NAME
-            if manifest.exists() and manifest.read_bytes().count(b'"status":"done"') >= 1200:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
-        proc.kill()
-        proc.wait(10)
+        assert _crawl(tmp_path / "dry", sim.api_base, "--deep", "--dry-run").returncode == EXIT_OK
+        whole = sim.log.count("api")  # what the proof costs from the start
+        sim.log.clear()
+        # Killed twice: while the split parts page (a part's two chains meeting), and later on; an item one
+        # chain skipped as another's, still in flight at the kill, must not be lost behind a checkpoint.
+        for done in (1700, 2600):
+            proc = _spawn(tmp_path, sim.api_base, **flags)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                manifest = tmp_path / MANIFEST_NAME
+                if manifest.exists() and manifest.read_bytes().count(b'"status":"done"') >= done:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.communicate()
+            proc.kill()
+            proc.wait(10)
         before = sim.log.count("api")
-        result = _crawl(tmp_path, sim.api_base, "--deep", **flags)
+        result = _crawl(tmp_path, sim.api_base, "--deep", "--no-fsync", **flags)
         again = sim.log.count("api") - before
         expected = sim.catalogue.expected(ALL)
         fetched = _fetches(sim)
@@ -145,9 +154,10 @@ def test_kill_9_during_a_deep_crawl_then_resume_completes_without_refetching(tmp
     assert_complete(tmp_path, expected)
     ids = [r["id"] for r in done_records(tmp_path)]
     assert len(ids) == len(set(ids)), "an image is recorded done twice"
-    assert sum(n - 1 for n in fetched.values()) <= flags["concurrency"], "fetched again beyond the in-flight ones"
-    # The rerun continued the proof where it stood: it did not page the whole of it again.
-    assert again < before, (before, again)
+    assert sum(n - 1 for n in fetched.values()) <= 2 * flags["concurrency"], "fetched again beyond the in-flight ones"
+    # The rerun continued the proof where it stood: the whole query's two capped chains (28 pages), proven
+    # unmet before the kills, were not paged again (checkpoints trail the listing, so some pages were).
+    assert before > 28 and again <= whole - 28, (before, again, whole)
 
 
 def test_a_rerun_after_a_finished_proof_proves_afresh_and_finds_new_uploads(tmp_path):

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from conftest import FAST, assert_complete, cli, done_records, records
 
-from crawler.run.crawl import EXIT_OK
+from crawler.run.crawl import EXIT_FAILED, EXIT_OK
 from crawler.simulator import FaultConfig, SimConfig, SimThread
-from crawler.simulator.shapes import B2_PREFIX, pick_url
+from crawler.simulator.shapes import pick_url
 from crawler.simulator.tags import TAGS, tag_ids
 from crawler.state.manifest import MANIFEST_NAME
 from crawler.state.records import is_run_end
@@ -113,28 +113,13 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _expected_images(sim: SimThread, width: int | None, original: bool) -> dict[int, str]:
-    """What a mirror of the images must hold: the size asked where the URL form is known, else as listed."""
-    cat = sim.catalogue
-    if width is None and not original:
-        return cat.expected({**ALL, "type": "image"})
-    out = {}
-    for item_id in cat.expected({**ALL, "type": "image"}):
-        record = cat.record(item_id)
-        assert record is not None
-        as_listed = pick_url(record) == "b2-bare"  # no options segment: never guessed at
-        data, _ = cat.body(item_id, None, True) if as_listed else cat.body(item_id, width, original)
-        out[item_id] = _sha(data)
-    return out
-
-
 @pytest.mark.parametrize("size", [{}, {"width": 320}, {"original": None}])
 def test_every_recorded_shape_crawls_and_exports_without_a_gone_or_a_crash(tmp_path, size):
     with SimThread(SimConfig(images=400, seed=165, real_shapes=True)) as sim:
         switches = ["--original"] if "original" in size else []
         flags = {k: v for k, v in size.items() if v is not None}
         done = cli(*crawl_args(tmp_path, sim.api_base, *switches, browsing_level=31, type="image", **flags))
-        expected = _expected_images(sim, size.get("width"), "original" in size)
+        expected = sim.catalogue.expected({**ALL, "type": "image"}, size.get("width"), "original" in size)
         forms = {pick_url(sim.catalogue.record(i)) for i in expected}  # type: ignore[arg-type]
     assert done.returncode == EXIT_OK, done.stderr[-2000:]
     assert {"b2-bare", "b2-options", "upload-name", "options-mixed", "original-quality", None} <= forms
@@ -183,3 +168,35 @@ def test_tag_ids_filter_the_feed_and_with_tags_keeps_them_for_export_and_caption
     some = rows[0]
     text = (tmp_path / "cap" / f"{some['key']}.txt").read_text().strip()
     assert sorted(text.split(", ")) == names[some["id"]]
+
+
+# -- videos and audio -----
+
+def test_videos_take_their_own_size_and_a_still_answer_is_failed_then_retried(tmp_path):
+    with SimThread(SimConfig(images=400, seed=167, real_shapes=True)) as sim:
+        sized = cli(*crawl_args(tmp_path, sim.api_base, browsing_level=31, type="video", video_width=320))
+        cat, video = sim.catalogue, {**ALL, "type": "video"}
+        at_320, stills = cat.expected(video, video_width=320), cat.expected_stills(video, video_width=320)
+        ids = set(at_320) | stills
+        bare = {i for i in ids if pick_url(cat.record(i)) == "b2-bare"}  # type: ignore[arg-type]
+        whole = cli(*crawl_args(tmp_path, sim.api_base, "--video-original", browsing_level=31, type="video"))
+        originals = {i: _sha(cat.body(i, None, True)[0]) for i in ids}
+    assert sized.returncode == EXIT_FAILED, sized.stderr[-2000:]  # some failed: a rerun retries them
+    assert stills and bare
+    first = [r for r in records(tmp_path) if r["kind"] == "image"][: len(ids)]
+    failed = {r["id"] for r in first if r["status"] == "failed" and r["reason"] == "video-as-still"}
+    assert failed == stills
+    assert {r["id"]: r["sha256"] for r in first if r["status"] == "done"} == at_320
+    assert whole.returncode == EXIT_OK, whole.stderr[-2000:]
+    latest = {r["id"]: r for r in records(tmp_path) if r["kind"] == "image"}
+    assert {i for i, r in latest.items() if r["status"] == "done"} == ids  # the stills were retried
+    assert all(latest[i]["sha256"] == originals[i] for i in stills)
+
+
+def test_audio_items_are_mirrored_as_listed(tmp_path):
+    with SimThread(SimConfig(images=600, seed=168, real_shapes=True)) as sim:
+        done = cli(*crawl_args(tmp_path, sim.api_base, browsing_level=31, type="audio", width=320))
+        expected = sim.catalogue.expected({**ALL, "type": "audio"})
+    assert done.returncode == EXIT_OK, done.stderr[-2000:]
+    assert expected
+    assert_complete(tmp_path, expected)  # never resized: as listed

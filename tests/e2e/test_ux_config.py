@@ -6,6 +6,7 @@ Through the real command on real files; crawls and follow passes run against the
 from __future__ import annotations
 
 import json
+import re
 
 from conftest import FAST, cli, done_records, flags_list
 
@@ -56,13 +57,12 @@ def test_max_bytes_with_a_unit_is_applied_by_the_crawl(tmp_path):
 
 def test_follow_reads_its_own_keys_from_the_file(tmp_path):
     file = tmp_path / "c.toml"
-    settings = {k: v for k, v in FAST.items()}
-    file.write_text("".join(f'{k} = "{v}"\n' if k in ("progress",) else f"{k} = {v}\n" for k, v in settings.items())
+    file.write_text("".join(f'{k} = "{v}"\n' if k == "progress" else f"{k} = {v}\n" for k, v in FAST.items())
                     + 'passes = 2\ninterval = "1s"\nbrowsing_level = 31\ncompact_above = "1G"\n')
     with SimThread(SimConfig(images=20, seed=6)) as sim:
         result = cli("follow", "--out", str(tmp_path / "m"), "--config", str(file), "--api-base", sim.api_base,
                      timeout=60)
     assert result.returncode == EXIT_OK, result.stderr
     assert " pass 2: " in result.stderr and " pass 3: " not in result.stderr, result.stderr  # passes = 2
-    assert "next pass at" in result.stderr and "(in 0m01s)" in result.stderr, result.stderr  # interval = "1s"
+    assert "next pass at" in result.stderr and re.search(r"\(in [01]s\)", result.stderr), result.stderr  # interval = "1s"
     assert len(done_records(tmp_path / "m")) == 20

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, done_records, run_crawl
+from conftest import cli, done_records, flags_list, run_crawl
 
 from crawler.export.dataset import FORMATS
+from crawler.simulator import SimConfig, SimThread
 from crawler.stops import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 FILE_FORMATS = ("jsonl", "parquet")
@@ -79,9 +80,10 @@ async def test_webdataset_reexport_replaces_the_old_shards(mirror, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "captions"])
-async def test_interrupted_export_leaves_no_part(sim_factory, tmp_path, fmt):
-    async with sim_factory(images=1500, seed=3, body_bytes=2000) as sim:
-        await run_crawl(tmp_path / "m", sim.api_base, browsing_level=31, limit=200)
+def test_interrupted_export_leaves_no_part(tmp_path, fmt):
+    with SimThread(SimConfig(images=1500, seed=3, body_bytes=2000)) as sim:
+        crawled = cli("crawl", "--out", str(tmp_path / "m"), *flags_list(sim.api_base, browsing_level=31, limit=200))
+    assert crawled.returncode == EXIT_OK, crawled.stderr
     to = _target(tmp_path / "x", fmt)
     process = subprocess.Popen([sys.executable, "-m", "crawler", "export", "--out", str(tmp_path / "m"), "--format",
                                 fmt, "--to", str(to)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

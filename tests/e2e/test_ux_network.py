@@ -20,8 +20,6 @@ from crawler.net.errors import connection_detail
 from crawler.stops import EXIT_FAILED
 
 FAST = ["--retries", "1", "--backoff-base", "0.01", "--backoff-max", "0.02", "--progress", "none"]
-WIRED = pytest.mark.xfail(reason="waits for feed/pages.py to raise Retryable('connection', connection_detail(e, url))",
-                          strict=False)
 
 
 def closed_port() -> int:
@@ -40,7 +38,6 @@ async def test_a_refused_connection_is_said_in_words():
     assert text == f"cannot connect to 127.0.0.1:{port}: connection refused: nothing listens on that port for GET {url}"
 
 
-@WIRED
 def test_crawl_against_a_closed_port_names_host_cause_and_request(tmp_path):
     port = closed_port()
     result = cli("crawl", "--out", str(tmp_path / "m"), "--api-base", f"http://127.0.0.1:{port}/api/v1", *FAST)
@@ -61,7 +58,6 @@ def _no_dns(tmp_path: Path) -> list[str]:
     return [unshare, "-m", "sh", "-c", f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "sh"]
 
 
-@WIRED
 def test_crawl_against_a_name_that_does_not_resolve_says_so(tmp_path):
     command = [*_no_dns(tmp_path), sys.executable, "-m", "crawler", "crawl", "--out", str(tmp_path / "m"),
                "--api-base", "http://nonexistent.invalid/api/v1", *FAST]

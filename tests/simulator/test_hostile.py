@@ -4,6 +4,7 @@ traceback or a hang, and nothing lands outside DIR/images."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 from conftest import assert_complete, cli, effective, flags_list, run_crawl
@@ -104,13 +105,21 @@ def test_out_that_cannot_be_created_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere; permission bits cannot make --out unwritable")
 def test_unwritable_out_is_one_line(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    result = cli("crawl", "--out", str(ro), "--api-base", "http://127.0.0.1:9/api/v1")
+    mounted = os.geteuid() == 0
+    if mounted:  # root ignores permission bits; a read-only mount refuses root too
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    else:
+        ro.chmod(0o500)
+    try:
+        result = cli("crawl", "--out", str(ro), "--api-base", "http://127.0.0.1:9/api/v1")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=True)
     assert result.returncode == 2 and "not writable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 async def test_an_images_folder_that_refuses_writes_stops_the_crawl_with_one_reason(sim_factory, tmp_path):

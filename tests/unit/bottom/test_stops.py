@@ -13,7 +13,7 @@ RECORDED = {
     "SINCE_REACHED": "since-reached", "INTERRUPTED": "interrupted", "CURSOR_REPEATED": "cursor-repeated",
     "EMPTY_PAGES": "empty-pages", "API_ERROR": "api-error", "API_REFUSED": "api-refused",
     "DISK_FULL": "disk-full", "DISK_ERROR": "disk-error", "PLAN_EXPIRED": "plan-expired",
-    "STORE_UNAVAILABLE": "store-unavailable", "EXECUTOR_FAILED": "executor-failed",
+    "STORE_UNAVAILABLE": "store-unavailable", "DISK_RESERVE": "disk-reserve", "EXECUTOR_FAILED": "executor-failed",
     "DEPTH_CAPPED": "depth-capped", "GAPS_REMAIN": "gaps-remain",
 }
 
@@ -33,7 +33,7 @@ def test_complete_means_everything_asked_for_was_attempted():
 
 
 def test_fatal_reasons_are_errors_that_waiting_cannot_fix():
-    assert {Stop.DISK_FULL, Stop.DISK_ERROR, Stop.API_REFUSED} == FATAL
+    assert {Stop.DISK_FULL, Stop.DISK_ERROR, Stop.DISK_RESERVE, Stop.API_REFUSED} == FATAL
     assert not FATAL & COMPLETE and Stop.INTERRUPTED not in FATAL
 
 

@@ -16,7 +16,6 @@ from crawler.stops import EXIT_OK
 
 COMMANDS = (("crawl",), ("plan",), ("follow",), ("compact",), ("config",), ("config", "show"), ("status",),
             ("verify",), ("export",), ("sim",))
-OURS = [c for c in COMMANDS if c != ("sim",)]  # the simulator's flags are its own (crawler/simulator/cli.py)
 
 
 def help_of(capsys, *argv: str) -> str:
@@ -53,7 +52,7 @@ def test_top_level_help_lists_every_export_format(capsys):
     assert export_line and all(fmt in export_line.group(1) for fmt in FORMATS), text
 
 
-@pytest.mark.parametrize("command", OURS, ids=" ".join)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_no_flag_shows_its_raw_name_as_metavar(capsys, command):
     for action in parser_of(*command)._actions:
         if action.option_strings and action.nargs != 0 and action.help != argparse.SUPPRESS:

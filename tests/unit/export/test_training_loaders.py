@@ -6,11 +6,13 @@ replaced by a real picture of its format (distinct pixels per image); videos sta
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no Hub; never reach for it in tests
 
+import orjson
 import pytest
 from conftest import run_crawl
 from PIL import Image
@@ -19,6 +21,7 @@ from crawler import normalise
 from crawler.export import dataset as export
 from crawler.export.rows import done_records
 from crawler.state import exclusions
+from crawler.state.manifest import MANIFEST_NAME
 
 FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 
@@ -38,13 +41,29 @@ async def mirror(sim_factory, tmp_path):
         items = {i["id"]: i for i in sim.catalogue.items}
     root = tmp_path / "m"
     done = {r["id"]: r for r in done_records(root)}
+    replaced: dict[int, bytes] = {}
     for record in done.values():
         fmt = FORMATS.get(str(record["content_type"]))
         if fmt is not None:
-            (root / record["path"]).write_bytes(_picture(record["id"], fmt))
+            replaced[record["id"]] = data = _picture(record["id"], fmt)
+            (root / record["path"]).write_bytes(data)
+    _vouch_for(root / MANIFEST_NAME, replaced)  # export ships only files that match their record
+    done = {r["id"]: r for r in done_records(root)}
     pictures = {k: r for k, r in done.items() if r["content_type"] in FORMATS}
     assert len(pictures) > 30 and len(pictures) < len(done), "the test needs pictures and videos"
     return root, items, done, pictures
+
+
+def _vouch_for(manifest, replaced: dict[int, bytes]) -> None:
+    """Rewrite the done records of the replaced files with their new size and sha256 (test setup only)."""
+    lines = []
+    for line in manifest.read_bytes().splitlines():
+        record = orjson.loads(line)
+        if record.get("status") == "done" and record.get("id") in replaced:
+            data = replaced[record["id"]]
+            record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        lines.append(orjson.dumps(record))
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
 
 
 def _pixels(image: Image.Image) -> tuple:

@@ -141,6 +141,16 @@ def test_images_and_videos_take_their_own_size_and_audio_is_fetched_as_listed(tm
     assert told == []
 
 
+@pytest.mark.parametrize(("flags", "want"), [({"width": 450}, "transcode=true,width=1080"),  # --width: images only
+                                             ({"original": True}, "original=true,transcode=true"),
+                                             ({"original": True, "video_width": 96}, "width=96,transcode=true")])
+def test_width_leaves_videos_as_listed_and_original_takes_them_too(tmp_path, flags, want):
+    cfg = crawl_config(tmp_path, "http://127.0.0.1:1/api/v1", **flags)
+    selector = Selector(cfg, set(), set(), CrawlStats(), print, log=print)
+    [job] = selector.select([{"id": 2, "type": "video", "url": f"{_H}/transcode=true,width=1080/2.mp4"}], page=1)
+    assert job.url == f"{_H}/{want}/2.mp4"
+
+
 def test_an_unrecognised_url_form_is_fetched_as_listed_and_said_once(tmp_path):
     told: list[str] = []
     cfg = crawl_config(tmp_path, "http://127.0.0.1:1/api/v1", original=True)
