@@ -85,7 +85,8 @@ class CrawlConfig:
                                     metavar="TYPE")
     limit: int = option(100, "page size asked of the API (1..200; 1..100 for --source models)", minimum=1,
                         maximum=200, metavar="N")
-    max_images: int | None = option(None, "stop after N new images", minimum=1, metavar="N")
+    max_images: int | None = option(None, "stop when the mirror holds N images of this query",
+                                        minimum=1, metavar="N")
     max_pages: int | None = option(None, "stop after N API pages", minimum=1, metavar="N")
     # Filters: applied to each item before download; skipped items are counted by reason.
     require_meta: bool = option(False, "only images that carry a prompt", identity=True)

@@ -25,11 +25,18 @@ from crawler.urls import redact
 
 
 class Quota:
-    """New images queued this run, counted across every chain of a plan: --max-images is for the crawl."""
-    __slots__ = ("taken",)
+    """Images of this query the mirror holds or will hold, counted across every chain of a plan.
+
+    --max-images N means the mirror holds N images of this query: images queued this run, plus those
+    already mirrored that this query lists (`held`, each counted once however often it is listed). The
+    done-set is global to the mirror, so the count is rebuilt by listing; a crawl with --max-images
+    therefore walks the feed from the top rather than from a checkpoint (see `Crawl._start`).
+    """
+    __slots__ = ("held", "taken")
 
     def __init__(self) -> None:
         self.taken = 0
+        self.held = KeySet()  # already-mirrored keys counted in `taken`
 
 
 class Selector:
@@ -100,6 +107,9 @@ class Selector:
                     stats.duplicates += 1
                 else:
                     stats.skipped_done += 1
+                    if False:
+                        self.quota.held.add(key)  # already mirrored: it counts toward --max-images
+                        self.quota.taken += 1
                 if job.source is not None and (key, job.source) not in self.refs:
                     self.refs.add((key, job.source))
                     self.new_refs.append(job)
@@ -144,7 +154,8 @@ async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncI
         jobs = selector.select(page.items, page.number, page.sources)
         stop: tuple[Stop, str] | None = None
         following: Position | object | None = page.next
-        quota_left = None if cfg.max_images is None else cfg.max_images - quota.taken
+        # `taken` already holds this page's mirrored images (select counts them): can pass N.
+        quota_left = None if cfg.max_images is None else max(0, cfg.max_images - quota.taken)
         if quota_left is not None and len(jobs) >= quota_left:
             jobs = jobs[:quota_left]
             following = PARTIAL

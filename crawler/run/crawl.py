@@ -178,7 +178,9 @@ class Crawl:
         cfg = self.cfg
         resumed = []
         for chain in self.chains:
-            resume = state.resume_position(chain.query) if self.resume else None
+            # --max-images counts the mirrored images this query lists (the done-set is the mirror's, not
+            # the query's): walk from the top to see them all; those pages cost requests, never downloads.
+            resume = state.resume_position(chain.query) if self.resume and cfg.max_images is None else None
             chain.start = Position.from_record(resume) if resume else None
             if resume:
                 resumed.append(f"{chain.name + ' ' if chain.name else ''}after checkpoint page {resume.get('page')}")

@@ -178,7 +178,7 @@ def format_report(report: DryRunReport, resumed: bool = False) -> list[str]:
     lines = [
         f"dry run: {report.pages} page(s), {report.api_calls} API call(s); nothing was downloaded or written",
         f"matched:      {report.matched} image(s)",
-        f"already done: {report.already_done}",
+        f"already mirrored: {report.already_done}",
         f"to fetch:     {report.to_fetch}",
         f"estimated:    {report.estimated_bytes / 1e6:.1f} MB ({report.estimate.how}"
         + (f"; {report.unknown_size} of unknown size not counted" if report.unknown_size else "") + ")",

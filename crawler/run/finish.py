@@ -54,6 +54,8 @@ def conclude(cfg: CrawlConfig, query: str, writer: ManifestWriter, reason: Stop,
         pass  # the stop reason already says the disk is full; everything earlier was written
     if log is not None:
         log(line(stats, queued, api.pages))
+        if stats.filtered:
+            log(f"filtered out: {listed(stats.filtered, most=len(stats.filtered))}")
         log(f"stopped: {message}")
         if stats.failed:
             log(f"{stats.failed} image(s) failed ({listed(stats.failures)}); `civitai-mirror status` lists them, "

@@ -23,7 +23,9 @@ def _mb(n: float) -> str:
 
 def line(stats: CrawlStats, queue_depth: int, pages: int, extra: str = "") -> str:
     seconds = stats.elapsed()
-    return (f"{stats.done} done, {stats.failed} failed, {stats.gone} gone, {stats.skipped_done} skipped | "
+    filtered = sum(stats.filtered.values())
+    return (f"{stats.done} done, {stats.failed} failed, {stats.gone} gone, {stats.skipped_done} already mirrored"
+            + (f", {filtered} filtered out" if filtered else "") + " | "
             f"{clock(seconds)} elapsed, {stats.done / seconds:.1f} img/s, {_mb(stats.bytes / seconds)} MB/s, "
             f"{_mb(stats.bytes)} MB | pages {pages}, queue {queue_depth}{extra}")
 

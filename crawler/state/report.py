@@ -178,6 +178,9 @@ def format_summary(summary: Summary) -> Iterator[str]:
     run = summary.last_run
     if run:
         yield f"last run: {_when(run)}stopped because {run.get('reason')}: {run.get('message')} (exit {run.get('exit_code')})"
+        filtered = (run.get("counts") or {}).get("filtered")
+        if filtered:
+            yield f"filtered out by the last run: {counts(filtered, most=len(filtered))}"
         levels = (run.get("counts") or {}).get("levels")
         if levels:
             yield f"levels listed: {counts(levels, most=len(levels))}"

@@ -18,7 +18,7 @@ ALL = {"browsingLevel": "31"}
 def test_dry_run_fetches_nothing_writes_nothing_and_predicts_the_crawl(tmp_path):
     out = tmp_path / "m"
     with SimThread(SimConfig(images=400, seed=50, gone=0.05)) as sim:
-        # Part of it mirrored already, so "already done" and the measured size estimate are exercised.
+        # Part of it mirrored already, so "already mirrored" and the measured size estimate are exercised.
         assert cli("crawl", "--out", str(out), *flags_list(sim.api_base, browsing_level=31, max_images=50)).returncode == 0
         before = sorted(p.relative_to(out) for p in out.rglob("*"))
         manifest = (out / "manifest.jsonl").read_bytes()
@@ -38,10 +38,15 @@ def test_dry_run_fetches_nothing_writes_nothing_and_predicts_the_crawl(tmp_path)
     last_run = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines() if '"event":"end"' in l][-1]
     c = last_run["counts"]
     assert to_fetch == c["done"] + c["failed"] + c["gone"] > 0
-    assert int(counts["already done"]) == c["skipped_done"]
+    assert int(counts["already mirrored"]) == c["skipped_done"]
     assert "measured over" in counts["estimated"] and f"{api_during_dry} API call" in dry.stdout
     assert "too-narrow" in counts["filtered out"]
     assert not (tmp_path / "never").exists() and "assumed" in fresh.stdout
+    # The real crawl's last lines and `status` say what was filtered out, by reason, in words.
+    assert f"filtered out: too-narrow: {c['filtered']['too-narrow']}" in real.stderr
+    assert " already mirrored" in real.stderr and " skipped " not in real.stderr
+    status = cli("status", "--out", str(out)).stdout
+    assert f"filtered out by the last run: too-narrow: {c['filtered']['too-narrow']}" in status
 
 
 def _ids_where(sim, predicate):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 from conftest import cli, done_records, flags_list, records
 
 from crawler.simulator import SimConfig, SimThread
