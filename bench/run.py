@@ -25,8 +25,9 @@ from bench.procs import LIVE, kill_group
 from bench.rate import rate
 from bench.ray_group import ray_group
 from bench.resume import resume
+from bench.serve_group import serve_group
 
-GROUPS = ("ceiling", "latency", "rate", "memory", "resume", "ray")
+GROUPS = ("ceiling", "latency", "rate", "memory", "resume", "ray", "serve")
 
 
 def _interrupt(_sig: int, _frame: object) -> None:
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                     report.data["resume"] = resume(args, report, work)
                 elif group == "ray":
                     report.data["ray"] = ray_group(args, report, work, flags)
+                elif group == "serve":
+                    report.data["serve"] = serve_group(args, report, work)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one broken group must not hide the others' numbers

@@ -123,6 +123,7 @@ def page(status: Status, token: str) -> str:
             f'{bars_svg("Failures by reason", list(status.failed_by_reason.items()), vertical=False)}'
             f'<h2>Last runs</h2><table class="runs"><tr><th>when</th><th>event</th><th>query</th><th>stop reason</th>'
             f'<th>message</th><th>exit</th></tr>{runs}</table>')
-    # Refreshes itself while a crawl runs, without JavaScript.
-    head = '<meta http-equiv="refresh" content="5">' if status.running else ""
+    # Refreshes itself without JavaScript: every 5 s while a crawl runs, every 30 s otherwise, so a page
+    # opened before a crawl (or during a follow pause) notices when one starts.
+    head = f'<meta http-equiv="refresh" content="{5 if status.running else 30}">'
     return layout("Status", body, token, head)
