@@ -16,7 +16,8 @@ import pytest
 from crawler.config import settings as config
 from crawler.run.crawl import Crawl, Outcome
 from crawler.simulator import FaultConfig, SimConfig, SimServer
-from crawler.state.manifest import MANIFEST_NAME, iter_records, key_of
+from crawler.state.manifest import MANIFEST_NAME, iter_records
+from crawler.state.records import key_of
 
 # Fast defaults for tests: no politeness delays, short backoff, quiet output.
 FAST = {"api_rps": "1000", "cdn_rps": "5000", "backoff_base": "0.01", "backoff_max": "0.05", "progress": "none",
@@ -89,7 +90,13 @@ def assert_complete(out: Path, expected: dict[int, str]) -> None:
     wrong = {k for k in set(got) & set(expected) if got[k] != expected[k]}
     assert not missing and not extra and not wrong, (
         f"missing {len(missing)} {sorted(missing)[:5]}, extra {len(extra)}, wrong hash {len(wrong)} {sorted(wrong)[:5]}")
-    assert not list((out / "images").rglob("*.part")), "a .part file stands in the images tree"
+    # Part files live in .partial/ (or are anonymous O_TMPFILEs): none may be left there, and every file in
+    # the images tree is one a done record names (no orphan from an unrecorded or superseded download).
+    partial = out / ".partial"
+    assert not (partial.is_dir() and [p for p in partial.rglob("*") if p.is_file()]), "part files left in .partial/"
+    named = {str(r["path"]) for r in effective(out).values() if r["status"] == "done"}
+    on_disk = {str(p.relative_to(out)) for p in (out / "images").rglob("*") if p.is_file()}
+    assert on_disk <= named, f"{len(on_disk - named)} file(s) no done record names: {sorted(on_disk - named)[:3]}"
 
 
 def throttle_violations(cdn: list[Any], retry_after: float, in_flight: float) -> tuple[list[str], list[str]]:

@@ -17,11 +17,8 @@ from pathlib import Path
 
 import orjson
 
-from crawler.state.records import Record, key_of
+from crawler.state.records import Record
 from crawler.store.errors import DiskFull
-
-# key_of lives in records.py; named here too for callers that import it from the manifest (tests/conftest.py).
-__all__ = ["MANIFEST_NAME", "ManifestWriter", "iter_records", "iter_records_at", "key_of"]
 
 MANIFEST_NAME = "manifest.jsonl"
 

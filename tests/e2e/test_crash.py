@@ -179,7 +179,9 @@ def test_manifest_write_on_a_full_disk_raises_disk_full_and_keeps_the_rest(small
             written = i + 1
     assert 0 < written < 1000
     kept = [r["id"] for r in iter_records(path, lambda n, raw: None)]
-    assert kept == list(range(len(kept))) and len(kept) >= written - 1
+    # Every append writes through: each record appended before the failing one is in the file whole; the
+    # failing one is at most a torn line, which readers skip.
+    assert kept == list(range(written))
 
 
 def _rss_kb() -> int:

@@ -193,13 +193,20 @@ def test_compaction_survives_kill_9_at_any_moment_and_keeps_the_state(tmp_path):
                 f.write(orjson.dumps({"kind": "checkpoint", "query": "q", "page": n, "cursor": str(n), "end": False}) + b"\n")
     original = _effective(root / MANIFEST_NAME)
     size = (root / MANIFEST_NAME).stat().st_size
-    for attempt in range(6):
+    killed_while_writing = 0
+    for _attempt in range(4):
         proc = subprocess.Popen([sys.executable, "-m", "crawler", "compact", "--out", str(root)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.15 + attempt * rng.uniform(0.05, 0.2))
+        deadline = time.monotonic() + 30
+        while not (root / compact_mod.WORKING).exists() and proc.poll() is None:  # the new file is being written
+            assert time.monotonic() < deadline, "compaction never began writing"
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.3))  # somewhere in the write, its fsync or the rename
+        killed_while_writing += proc.poll() is None and (root / compact_mod.WORKING).exists()
         proc.kill()
         proc.wait(10)
         assert _effective(root / MANIFEST_NAME) == original  # old or new file, never a broken one
+    assert killed_while_writing, "no kill landed while the new file was being written"
     final = cli("compact", "--out", str(root))
     assert final.returncode == 0, final.stderr
     assert _effective(root / MANIFEST_NAME) == original

@@ -3,6 +3,7 @@ an actor or the driver is killed."""
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import signal
@@ -132,25 +133,28 @@ def test_driver_kill_9_then_resume(ray_cluster, tmp_path):
         driver.wait_done(200)
         driver.proc.kill()
         driver.finish()
-        done_before = len(done_records(tmp_path))
-        wait_for_ray_cpus(2)  # Ray ends the dead driver's actors
+        wait_for_ray_cpus(2)  # Ray ends the dead driver's actors: nothing more arrives from them
+        done_before = {r["uuid"] for r in done_records(tmp_path)}
+        # Downloaded before the kill but never recorded: the most a resume may fetch again.
+        unrecorded = {e.path.split("/")[2] for e in sim.log.entries("cdn") if e.status == 200} - done_before
         resumed = Driver(tmp_path, sim.api_base, ray_cluster, cdn_rps=400, concurrency=8)
         code = resumed.finish()
         expected = sim.catalogue.expected(ALL)
-        fetched = sim.log.count(kind="cdn")
+        fetched = collections.Counter(e.path.split("/")[2] for e in sim.log.entries("cdn") if e.status == 200)
     assert code == 0, "".join(resumed.lines)
-    assert done_before >= 200
+    assert len(done_before) >= 200
     assert_complete(tmp_path, expected)
     keys = [r["id"] for r in done_records(tmp_path)]
     assert len(keys) == len(set(keys)), "an image recorded done twice"
-    # Only what was in flight at the kill is fetched twice: at most the batches the actors held.
-    from crawler.run.ray_executor import BATCH, in_flight_batches
-    held = 2 * in_flight_batches(8) * BATCH  # actors x batches each x batch size
-    assert fetched - len(expected) <= held, f"{fetched - len(expected)} re-downloads (bound {held})"
+    # Only what was in flight at the kill is fetched twice; nothing recorded done is fetched again.
+    again = {uuid for uuid, n in fetched.items() if n > 1}
+    assert again <= unrecorded, f"{len(again - unrecorded)} image(s) recorded done were fetched again"
+    assert max(fetched.values()) <= 2
+    assert len(unrecorded) <= 2 * 3 * 32, len(unrecorded)  # 2 actors x 3 batches of 32 held at most
 
 
 async def test_a_429_at_one_actor_pauses_every_actor(ray_cluster, sim_factory, tmp_path):
-    pause = 1.0
+    pause = 1.5
     # Enough images that both actors still have work when the first 429 comes.
     async with sim_factory(images=1200, seed=75, faults=FaultConfig(cdn_429=0.005, retry_after=pause)) as sim:
         cfg = crawl_config(tmp_path, sim.api_base, browsing_level=31, executor="ray", ray_address=ray_cluster,
@@ -164,7 +168,9 @@ async def test_a_429_at_one_actor_pauses_every_actor(ray_cluster, sim_factory, t
     assert len(throttles) >= 3, f"only {len(throttles)} 429(s): too few to show every pause works"
     assert throttles[0] < cdn[-1].t - 3 * pause, "the first 429 came too late to show anything"
     # Every 429: its URL waits the full Retry-After (the actor that got it knows at once); the other actor
-    # stops within its poll of the shared pause (0.2 s), requests already on their way may land just after.
-    same_url, pool = throttle_violations(cdn, pause, in_flight=0.45)
+    # stops within its poll of the shared pause (0.2 s) plus a Ray call to the board, which on a loaded
+    # 2-core machine takes up to ~0.5 s; requests already on their way may land just after. An actor that
+    # never hears of the pause goes on at its full share all through it.
+    same_url, pool = throttle_violations(cdn, pause, in_flight=0.75)
     assert not same_url, same_url[:5]
     assert not pool, pool[:5]

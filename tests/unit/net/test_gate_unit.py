@@ -47,14 +47,27 @@ async def test_never_more_than_the_rate_in_any_1_02_seconds_and_close_to_it():
     rate = 200
     starts = await _starts(HostGate(rate), 1.6)
     assert _most_within(starts, 1.02) <= rate
+    # Spread over the second by the bucket, not let through in one clump each time the window frees.
+    assert _most_within(starts, 0.2) <= 0.2 * rate + 3 + 2
     assert len(starts) >= 0.9 * rate * 1.5, len(starts)
 
 
-async def test_a_rate_below_one_spaces_single_requests_by_more_than_a_second_per_rate():
-    gate = HostGate(2.5)  # allowed 2 in any 1.025 * 2 / 2.5 = 0.82 s
-    starts = await _starts(gate, 1.3, callers=5)
-    assert 3 <= len(starts) <= 5
-    assert _most_within(starts, 0.8) <= 2
+@pytest.mark.parametrize("rate", [2.5, 1.5])
+async def test_a_fractional_rate_allows_its_floor_in_any_second(rate):
+    gate = HostGate(rate)  # the bucket alone would start one every 1.02 / rate s: more than the floor
+    starts = await _starts(gate, 1.0, callers=3)
+    assert len(starts) >= 2
+    assert _most_within(starts, 1.02) <= int(rate)
+
+
+async def test_callers_released_by_a_pause_still_keep_the_rate():
+    rate = 20
+    gate = HostGate(rate)
+    gate.pause(0.2)
+    began = time.monotonic()
+    starts = await _starts(gate, 0.9, callers=40)  # all 40 wait on the pause, then on the rate
+    assert min(starts) - began >= 0.2
+    assert _most_within(starts, 1.02) <= rate
 
 
 async def test_a_pause_extends_but_never_shortens_and_holds_a_waiting_caller():
@@ -64,13 +77,17 @@ async def test_a_pause_extends_but_never_shortens_and_holds_a_waiting_caller():
     gate.pause(0.1)  # earlier: ignored
     gate.pause(-5)  # negative: ignored
     await gate.acquire()
-    assert time.monotonic() - begin >= 0.3
+    assert 0.3 <= time.monotonic() - begin < 0.7  # the pause asked for, not a floor of a second
     begin = time.monotonic()
     gate.pause(0.1)
     gate.pause(0.25)  # later: extends
     async with gate:
         pass
-    assert time.monotonic() - begin >= 0.25
+    assert 0.25 <= time.monotonic() - begin < 0.65
+    begin = time.monotonic()
+    gate.pause(0.0)  # nothing to wait for
+    await gate.acquire()
+    assert time.monotonic() - begin < 0.4
 
 
 async def test_a_pause_that_begins_while_a_caller_waits_for_capacity_is_honoured():

@@ -1,5 +1,6 @@
 """net/limits.py on its own: a HostGate never lets more than `rate` requests start in any one second,
-reaches close to that rate when it is the bottleneck, and holds every caller during a pause.
+reaches close to that rate when it is the bottleneck, and holds every caller during a pause; a ByteGate
+does the same for bytes (--max-rate), measured here where it admits them.
 
 Requests go to the simulator's CDN over real sockets, and the rate is measured where it matters: at
 the server, by arrival time. Many more callers than the rate needs wait on the gate, so the gate
@@ -14,7 +15,7 @@ import time
 import aiohttp
 import pytest
 
-from crawler.net.limits import HostGate
+from crawler.net.limits import ByteGate, HostGate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,3 +80,28 @@ async def test_a_pause_holds_every_caller_until_it_ends(sim_factory):
     begin = paused[0]
     assert not [t for t in starts if begin < t < begin + 0.8], "a request started during the pause"
     assert [t for t in starts if t < begin] and [t for t in starts if t >= begin + 0.8]
+
+
+async def test_bytes_never_exceed_the_cap_in_any_second_and_nearly_reach_it():
+    rate, seconds = 400_000, 3.0
+    gate = ByteGate(rate)
+    admitted: list[tuple[float, int]] = []
+    deadline = time.monotonic() + seconds
+
+    async def reader(size: int) -> None:
+        while time.monotonic() < deadline:
+            await gate.acquire(size)
+            admitted.append((time.monotonic(), size))
+
+    async with asyncio.TaskGroup() as group:
+        for n in range(8):  # uneven reads, up to a chunk each
+            group.create_task(reader((n + 1) * gate.chunk // 8))
+    most = start = total = 0
+    for t, size in admitted:
+        total += size
+        while t - admitted[start][0] >= 1.0:
+            total -= admitted[start][1]
+            start += 1
+        most = max(most, total)
+    assert most <= rate, f"{most} bytes admitted within one second"
+    assert sum(size for _, size in admitted) >= 0.9 * rate * seconds

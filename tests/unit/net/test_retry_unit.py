@@ -154,10 +154,10 @@ def test_a_429_pauses_the_host_for_its_retry_after_and_spends_no_retry(sleeps):
 
 def test_a_429_without_a_pause_hook_sleeps_here_and_without_retry_after_backs_off(sleeps):
     request = Script(Retryable("http-429", retry_after=0.7), Retryable("http-429"))
-    seen: list[float] = []
-    run(attempts(request, POLICY, random.Random(1), on_retry=lambda e, w: seen.append(w)))
+    seen: list[tuple[str, float]] = []
+    run(attempts(request, POLICY, random.Random(1), on_retry=lambda e, w: seen.append((e.reason, w))))
     assert sleeps[0] == 0.7 and 0.2 <= sleeps[1] <= 0.4  # delay(2): the second throttle, without a header
-    assert seen == sleeps
+    assert seen == [("http-429", w) for w in sleeps]
 
 
 def test_past_the_throttle_budget_429s_count_as_failures(sleeps):
@@ -174,9 +174,11 @@ def test_past_the_throttle_budget_429s_count_as_failures(sleeps):
 def test_counters_tell_throttles_from_retries():
     counters = RequestCounters()
     counters.count_retry(Retryable("http-429"), 1.0)
+    counters.count_retry(Retryable("http-429"), 1.0)
+    counters.count_retry(Retryable("http-429"), 1.0)
     counters.count_retry(Retryable("http-500"), 1.0)
     counters.count_retry(Retryable("connection"), 1.0)
-    assert (counters.throttled, counters.retries, counters.requests) == (1, 2, 0)
+    assert (counters.throttled, counters.retries, counters.requests) == (3, 2, 0)
     assert not counters.statuses
 
 
