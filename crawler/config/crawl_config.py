@@ -119,6 +119,8 @@ class CrawlConfig:
     concurrency: int = option(16, "parallel image downloads", minimum=1, maximum=1024, metavar="N")
     api_rps: float = option(2.0, "API requests per second", minimum=0.01, maximum=1000, metavar="R")
     cdn_rps: float = option(50.0, "image requests per second", minimum=0.01, maximum=100_000, metavar="R")
+    max_rate: int | None = option(None, "at most SIZE bytes a second from the CDN, for the whole pool, e.g. 2M",
+                                  minimum=1024, metavar="SIZE", unit="size")
     retries: int = option(5, "retries per request after the first try (5xx, resets, truncated, stalled)", minimum=0,
                           maximum=100, metavar="N")
     timeout: float = option(60.0, "time without a byte before a request counts as stalled, e.g. 60s, 2m (seconds "

@@ -107,7 +107,7 @@ class Selector:
                     stats.duplicates += 1
                 else:
                     stats.skipped_done += 1
-                    if False:
+                    if key in self.done and self.cfg.max_images is not None and key not in self.quota.held:
                         self.quota.held.add(key)  # already mirrored: it counts toward --max-images
                         self.quota.taken += 1
                 if job.source is not None and (key, job.source) not in self.refs:
@@ -154,12 +154,14 @@ async def plan(feed: Feed, selector: Selector, start: Position | None) -> AsyncI
         jobs = selector.select(page.items, page.number, page.sources)
         stop: tuple[Stop, str] | None = None
         following: Position | object | None = page.next
-        # `taken` already holds this page's mirrored images (select counts them): can pass N.
-        quota_left = None if cfg.max_images is None else max(0, cfg.max_images - quota.taken)
-        if quota_left is not None and len(jobs) >= quota_left:
+        limit = cfg.max_images
+        # `taken` already holds this page's mirrored images (select counts them), so it can pass N.
+        if limit is not None and len(jobs) >= (quota_left := max(0, limit - quota.taken)):
             jobs = jobs[:quota_left]
             following = PARTIAL
-            stop = (Stop.MAX_IMAGES, f"--max-images {cfg.max_images} reached after {page.number} page(s)")
+            mirrored = min(len(quota.held), limit)
+            held = f" ({mirrored} of them mirrored before this run)" if mirrored else ""
+            stop = (Stop.MAX_IMAGES, f"--max-images {limit} reached after {page.number} page(s){held}")
         elif selector.stop_paging(page.items):
             following = None  # the rest of the feed is unwanted: the next run starts from the top
             stop = (Stop.SINCE_REACHED, f"items older than --since {cfg.since} reached on page {page.number} "

@@ -22,7 +22,7 @@ from crawler.config.settings import USER_AGENT, CrawlConfig
 from crawler.fetch.result import Fetched
 from crawler.keys import Key
 from crawler.net.errors import connection_detail
-from crawler.net.limits import HostGate
+from crawler.net.limits import ByteGate, HostGate
 from crawler.net.retry import Fatal, Gone, RequestCounters, RequestFailed, Retryable, RetryPolicy, attempts, parse_retry_after
 from crawler.net.sessions import Net
 from crawler.store import layout
@@ -52,9 +52,12 @@ class Downloader:
 
     def __init__(self, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy, store: Store,
                  allowed_hosts: frozenset[str], max_bytes: int, user_agent: str, rng: random.Random,
-                 on_pause: Callable[[float], None] | None = None) -> None:
-        """`on_pause(seconds)`: told of every 429 pause, so that other pools (Ray actors) pause too."""
+                 on_pause: Callable[[float], None] | None = None, bandwidth: ByteGate | None = None) -> None:
+        """`on_pause(seconds)`: told of every 429 pause, so that other pools (Ray actors) pause too.
+        `bandwidth`: --max-rate, paid for each chunk before it is used (reads are then one chunk of it)."""
         self.session = session
+        self.bandwidth = bandwidth
+        self.chunk = _CHUNK if bandwidth is None else bandwidth.chunk
         self.on_pause = on_pause
         self.gate = gate
         self.policy = policy
@@ -71,7 +74,7 @@ class Downloader:
         """The crawl's downloader over `net`'s CDN session and gate: local workers and Ray actors build it here."""
         assert net.cdn is not None and net.cdn_gate is not None, "open_net(cfg, cdn=True)"
         return cls(net.cdn, net.cdn_gate, net.policy, store, cfg.allowed_hosts, cfg.max_bytes, USER_AGENT, rng,
-                   on_pause=on_pause)
+                   on_pause=on_pause, bandwidth=net.bandwidth)
 
     async def outcome(self, key: Key, url: str, listed: str | None = None, video: bool = False) -> Fetched:
         """The result of fetching one image: what the manifest needs, nothing more.
@@ -171,7 +174,12 @@ class Downloader:
         sink = None
         try:
             sink = self.store.sink(final_rel, content_type)
-            async for chunk in response.content.iter_chunked(_CHUNK):
+            bandwidth = self.bandwidth
+            async for chunk in response.content.iter_chunked(self.chunk):
+                if bandwidth is not None:
+                    # Before the chunk is used and the next one read: aiohttp stops reading the socket
+                    # while its buffer is full, so the pace reaches the server too.
+                    await bandwidth.acquire(len(chunk))
                 total += len(chunk)
                 if total > self.max_bytes:
                     raise Fatal("too-large", f"body passed --max-bytes {self.max_bytes}")

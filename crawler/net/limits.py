@@ -1,4 +1,4 @@
-"""The gate every request to one host passes: a request-rate limit plus a pool-wide pause.
+"""The gates of the pool: a request-rate limit plus a pool-wide pause per host, and a bandwidth cap.
 
     gate = HostGate(rate=20)       # at most ~20 requests a second
     async with gate: ...           # waits for a pause to end and for rate capacity
@@ -10,6 +10,14 @@ leaks at `rate / 1.02` and holds `burst` = 1.5 % of the rate (at least 1), which
 jitter so ~98 % of the rate is reached; a sliding window of the last `rate` start times then makes
 "never more than `rate` in any one second" a hard guarantee, with a 2.5 % margin for clumping between
 here and the server.
+
+    cap = ByteGate(rate=2 * 2**20)  # --max-rate 2M: at most 2 MiB read in any one second
+    await cap.acquire(len(chunk))   # before a chunk is used; a chunk is at most `cap.chunk` bytes
+
+`ByteGate` is the same design counted in bytes: a bucket leaking at `rate / 1.02` (holding one chunk,
+so a chunk is never more than the budget), then a sliding window of the bytes admitted in the last
+1.025 s. Reads are paced, not requests: the server may still send one chunk ahead per connection into
+the socket buffers before the reader pays for it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import time
 from collections import deque
 
 from aiolimiter import AsyncLimiter
+
+_BYTE_WINDOW = 1.025  # as HostGate's: the margin keeps the server's count of any one second within the cap
 
 
 class HostGate:
@@ -64,3 +74,39 @@ class HostGate:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+class ByteGate:
+    """At most `rate` bytes admitted in any one second, across every caller (a whole download pool)."""
+
+    __slots__ = ("chunk", "rate", "_limiter", "_spent", "_total")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        # Reads are sized so that several fit in a second: the pace stays smooth and no chunk waits long.
+        self.chunk = max(1, min(256 * 1024, int(rate // 16)))
+        burst = float(max(self.chunk, int(rate * 0.015)))
+        self._limiter = AsyncLimiter(burst, burst * 1.02 / rate)
+        self._spent: deque[tuple[float, int]] = deque()  # (when, bytes) admitted within the last window
+        self._total = 0
+
+    async def acquire(self, amount: int) -> None:
+        """Wait until `amount` bytes fit the bucket and the last second's budget (taken a chunk at a time)."""
+        while amount > 0:
+            piece = min(amount, self.chunk)
+            await self._take(piece)
+            amount -= piece
+
+    async def _take(self, amount: int) -> None:
+        await self._limiter.acquire(amount)
+        spent = self._spent
+        while True:
+            now = time.monotonic()
+            while spent and spent[0][0] + _BYTE_WINDOW <= now:
+                self._total -= spent.popleft()[1]
+            if self._total + amount <= self.rate:
+                spent.append((now, amount))
+                self._total += amount
+                return
+            # A deadline, not an event: the window's oldest bytes age out at a known time.
+            await asyncio.sleep(spent[0][0] + _BYTE_WINDOW - now)

@@ -1,7 +1,7 @@
 """The HTTP wiring every caller shares: the API and CDN aiohttp sessions, their gates and the retry policy.
 
     async with open_net(cfg, cdn=True) as net:   # crawl; dry-run, plan and the Ray actors likewise
-        net.api, net.api_gate, net.cdn, net.cdn_gate, net.policy
+        net.api, net.api_gate, net.cdn, net.cdn_gate, net.policy, net.bandwidth (None without --max-rate)
 
 Built from the crawl's settings in one place, so a crawl, its dry run, `plan`'s clock read and each Ray
 download actor talk to the API and CDN the same way. Sessions are closed when the block ends; an
@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 
-from crawler.net.limits import HostGate
+from crawler.net.limits import ByteGate, HostGate
 from crawler.net.retry import RetryPolicy
 
 API_CONNECTIONS = 4  # pages are fetched one after another per chain, at a few per second
@@ -41,6 +41,8 @@ class NetSettings(Protocol):
     def cdn_rps(self) -> float: ...
     @property
     def concurrency(self) -> int: ...
+    @property
+    def max_rate(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class Net:
     api_gate: HostGate | None = None
     cdn: aiohttp.ClientSession | None = None
     cdn_gate: HostGate | None = None
+    bandwidth: ByteGate | None = None  # --max-rate: the CDN bytes this pool may read per second
 
 
 def retry_policy(cfg: NetSettings) -> RetryPolicy:
@@ -73,10 +76,12 @@ def cdn_session(cfg: NetSettings) -> aiohttp.ClientSession:
 
 @contextlib.asynccontextmanager
 async def open_net(cfg: NetSettings, *, api: bool = True, cdn: bool = False,
-                   cdn_rps: float | None = None) -> AsyncIterator[Net]:
-    """`cdn_rps`: this pool's share of --cdn-rps (a Ray actor's); the whole rate by default."""
+                   cdn_rps: float | None = None, share: float = 1.0) -> AsyncIterator[Net]:
+    """`cdn_rps`: this pool's share of --cdn-rps (a Ray actor's); the whole rate by default. `share`: the
+    part of --max-rate this pool may use (a Ray actor's 1/N), so that all pools together hold the cap."""
+    bandwidth = ByteGate(cfg.max_rate * share) if cdn and cfg.max_rate is not None else None
     async with contextlib.AsyncExitStack() as stack:
         api_side = await stack.enter_async_context(api_session(cfg)) if api else None
         cdn_side = await stack.enter_async_context(cdn_session(cfg)) if cdn else None
         yield Net(retry_policy(cfg), api_side, HostGate(cfg.api_rps) if api else None,
-                  cdn_side, HostGate(cfg.cdn_rps if cdn_rps is None else cdn_rps) if cdn else None)
+                  cdn_side, HostGate(cfg.cdn_rps if cdn_rps is None else cdn_rps) if cdn else None, bandwidth)

@@ -109,7 +109,8 @@ async def dry_run(cfg: CrawlConfig, log: TextIO = sys.stderr) -> DryRunReport:
     queued = KeySet()  # shared: an image listed by two chains is counted once
     selectors = [Selector(chain.cfg, state.done, state.gone, report.stats, lambda why: None, chain=n, queued=queued)
                  for n, chain in enumerate(chains)]
-    saved = None if cfg.deep else state.resume_position()
+    # --max-images counts the query's mirrored images from the top of the feed, as the crawl does.
+    saved = None if cfg.deep or cfg.max_images is not None else state.resume_position()
     start = Position.from_record(saved) if saved else None
 
     def count(batch: Batch) -> None:

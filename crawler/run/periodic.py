@@ -108,9 +108,10 @@ async def progress(cfg: CrawlConfig, stats: CrawlStats, queue: asyncio.Queue[Job
         total = cfg.max_images
         if total:
             settled = stats.done + stats.failed + stats.gone
+            held = min(total, settled + stats.skipped_done)  # already-mirrored images of the query count toward N
             rate = settled / stats.elapsed()
-            eta = (total - settled) / rate if rate > 0 else None
-            extra = f" | {settled}/{total}" + (f", ETA {duration(eta)}" if eta is not None else "")
+            eta = (total - held) / rate if rate > 0 else None
+            extra = f" | {held}/{total}" + (f", ETA {duration(eta)}" if eta is not None else "")
         return queue.qsize(), pages.pages, extra
 
     def fields() -> dict[str, Any]:

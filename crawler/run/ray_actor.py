@@ -143,7 +143,9 @@ class DownloadActor:
         cfg = self.cfg
         self._store = make_store(cfg.out, cfg.storage_options())
         await self._store.open()
-        net = await self._net.enter_async_context(open_net(cfg, api=False, cdn=True, cdn_rps=self.rps))
+        # This actor's part of --cdn-rps is its part of --max-rate too: all actors together hold both.
+        share = self.rps / cfg.cdn_rps
+        net = await self._net.enter_async_context(open_net(cfg, api=False, cdn=True, cdn_rps=self.rps, share=share))
         assert net.cdn_gate is not None
         self._slots = asyncio.Semaphore(cfg.concurrency)
         board = self.board

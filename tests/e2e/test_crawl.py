@@ -272,12 +272,12 @@ async def test_resume_starts_from_the_last_checkpoint(sim_factory, tmp_path):
     assert cursor and first_api.query.get("cursor") == cursor
 
 
-async def test_max_images_stops_after_n_new_images(sim_factory, tmp_path):
+async def test_max_images_is_a_total_of_the_query(sim_factory, tmp_path):
     async with sim_factory(images=300, seed=18) as sim:
         outcome = await run_crawl(tmp_path, sim.api_base, browsing_level=31, max_images=70)
         again = await run_crawl(tmp_path, sim.api_base, browsing_level=31, max_images=70)
     assert outcome.reason == "max-images" and outcome.stats.done == 70 and outcome.exit_code == EXIT_OK
-    assert again.stats.done == 70 and len(done_records(tmp_path)) == 140
+    assert again.reason == "max-images" and again.stats.done == 0 and len(done_records(tmp_path)) == 70
 
 
 async def test_finished_feed_is_walked_again_for_new_items_without_downloads(sim_factory, tmp_path):
