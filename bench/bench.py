@@ -22,9 +22,15 @@ Groups (each prints its part of the table; everything also goes to bench/results
            for the group, its own token), interleaved (full: 2 rounds, best of each): wall, images/s and
            CPU per image of driver + actors (target: ray < 1.15 x local), the head's daemons apart; CPU
            split into start-up / transfer / exit; no Ray process outlives the group
+  serve    `serve`'s index over 1M (quick: 100k) generated records: first build records/s, first gallery
+           page, page 100, a common-word search, catch-up of 10k appended records
+  export   peak RSS of export --format hf, parquet --embed-images and webdataset over a generated mirror
+           of 100k (quick: 10k) done records with ~3.7 KB JPEGs, against 10k (quick: 1k); target:
+           < 400 MB and <= 1.5x the small peak
 
 Layout: bench/run.py (flags, the group loop, the targets), one module per group (ceiling.py with
-cpu, latency.py, rate.py, memory.py, resume.py, ray_group.py over ray_procs.py), common.py (paths,
+cpu, latency.py, rate.py, memory.py, resume.py, ray_group.py over ray_procs.py, serve_group.py,
+export_group.py), common.py (paths,
 command lines, the report, machine facts) and procs.py (child processes, the simulator process);
 bare.py, simserve.py and manifest_gen.py are the helpers the groups run.
 

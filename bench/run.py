@@ -19,6 +19,7 @@ import orjson
 
 from bench.ceiling import ceiling
 from bench.common import BENCH, Report, crawl_flags, ensure_aria2c, machine_info
+from bench.export_group import export_group
 from bench.latency import latency
 from bench.memory import memory
 from bench.procs import LIVE, kill_group
@@ -27,7 +28,7 @@ from bench.ray_group import ray_group
 from bench.resume import resume
 from bench.serve_group import serve_group
 
-GROUPS = ("ceiling", "latency", "rate", "memory", "resume", "ray", "serve")
+GROUPS = ("ceiling", "latency", "rate", "memory", "resume", "ray", "serve", "export")
 
 
 def _interrupt(_sig: int, _frame: object) -> None:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                     report.data["ray"] = ray_group(args, report, work, flags)
                 elif group == "serve":
                     report.data["serve"] = serve_group(args, report, work)
+                elif group == "export":
+                    report.data["export"] = export_group(args, report, work)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one broken group must not hide the others' numbers
