@@ -194,6 +194,11 @@ def _rss_kb() -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_soak_20k_images_under_faults_completes_with_flat_memory_and_no_fd_leak(sim_factory, tmp_path, capsys):
+    """Memory must not grow with the images done. RSS (of this process: crawler and simulator) is sampled
+    against images done; the growth from 8k to 16k done must stay under 15 MB. The simulator's request log
+    is emptied at every sample so only the crawler's own growth counts: its done-set and fold (a key and a
+    few ints per image: 1.7-2.8 MB over those 8k images measured). 15 MB leaves room for allocator noise;
+    keeping each image's done record alive (a list in the settler) measured +29 MB and fails."""
     import asyncio
 
     from conftest import _NullLog
@@ -207,7 +212,8 @@ async def test_soak_20k_images_under_faults_completes_with_flat_memory_and_no_fd
 
         async def sample():
             while True:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.25)
+                sim.log.clear()  # the test rig's growth, not the crawler's
                 samples.append((crawl.stats.done, _rss_kb()))
 
         sampler = asyncio.create_task(sample())
@@ -221,13 +227,16 @@ async def test_soak_20k_images_under_faults_completes_with_flat_memory_and_no_fd
     assert outcome.exit_code == EXIT_OK, outcome.message
     assert_complete(tmp_path, expected)
     assert fds_after <= fds_before, f"{fds_after - fds_before} file descriptors leaked"
-    early = next(rss for done, rss in samples if done >= 4000)
-    peak = max(rss for _, rss in samples)
+
+    def rss_at(done: int) -> int:
+        return next(rss for d, rss in samples if d >= done)
+
+    at_8k, at_16k = rss_at(8000), rss_at(16000)
     with capsys.disabled():
-        print(f"\nsoak: {outcome.stats.done} images in {outcome.stats.elapsed():.1f}s, RSS at 4k done {early / 1024:.1f} MB, "
-              f"peak {peak / 1024:.1f} MB (test process, simulator included)")
-    # The done-set and the simulator's request log grow a little per image; nothing else may.
-    assert peak - early < 60 * 1024, (early, peak)
+        print(f"\nsoak: {outcome.stats.done} images in {outcome.stats.elapsed():.1f}s, RSS at 8k done "
+              f"{at_8k / 1024:.1f} MB, at 16k {at_16k / 1024:.1f} MB; samples (done, MB): "
+              f"{[(d, round(r / 1024, 1)) for d, r in samples[::8]]}")
+    assert at_16k - at_8k < 15 * 1024, f"RSS grew {(at_16k - at_8k) / 1024:.1f} MB from 8k to 16k images done"
 
 
 async def test_group_commit_markers_cover_every_done_record(sim_factory, tmp_path):

@@ -132,13 +132,29 @@ def test_sigterm_exits_130_promptly_flushes_and_resumes(tmp_path):
 
 
 def test_second_signal_exits_at_once_without_partial_files(tmp_path):
+    # Stalled downloads (20 s) under a 30 s grace: after the first signal the crawl would wait for them;
+    # the second must end the process within 2 s of being sent, not when they finish.
     with SimThread(SimConfig(images=600, seed=23, faults=FaultConfig(cdn_stall=0.3, stall_seconds=20))) as sim:
         proc = spawn(tmp_path, sim.api_base, cdn_rps=100, timeout=30, shutdown_grace=30)
-        wait_for_done(tmp_path, 20, proc)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
+        try:
+            wait_for_done(tmp_path, 20, proc)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            assert proc.poll() is None, "the first signal ended the crawl: nothing left for the second to cut short"
+            # Stalls answer after 20 s: one begun in the last 15 s is still hanging when the second signal lands.
+            stalled = [e for e in sim.log.entries("cdn") if e.fault == "stall" and time.monotonic() - e.t < 15]
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            while proc.poll() is None and time.monotonic() - sent < 15:
+                time.sleep(0.01)
+            took = time.monotonic() - sent
+            proc.communicate(timeout=5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert stalled, "no stalled download was in flight at the second signal"
+    assert took < 2.0, f"exited {took:.1f}s after the second signal"
     assert proc.returncode == 130
     assert not list((tmp_path / "images").rglob("*.part"))
     for record in done_records(tmp_path):
