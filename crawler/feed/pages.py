@@ -53,8 +53,10 @@ class Position:
     def from_record(cls, record: dict[str, Any]) -> Position:
         cursor = record.get("cursor")
         query = record.get("next_query")
+        # A record from another tool or a damaged one reads as "no next query", never raises.
+        pairs = query if isinstance(query, list) and all(isinstance(p, list) and len(p) == 2 for p in query) else None
         return cls(cursor=cursor if isinstance(cursor, str) else None,
-                   next_query=tuple((str(k), str(v)) for k, v in query) if isinstance(query, list) else None)
+                   next_query=tuple((str(k), str(v)) for k, v in pairs) if pairs else None)
 
 
 @dataclass(frozen=True, slots=True)
