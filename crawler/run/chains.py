@@ -44,6 +44,7 @@ class Chain:
     query: str  # its identity: checkpoints are recorded and resumed per chain
     name: str
     start: Position | None = None
+    pages_before: int = 0  # pages a resumed chain had settled in earlier runs: its checkpoints count on
     feed: Feed | None = None
 
 

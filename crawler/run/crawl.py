@@ -182,6 +182,8 @@ class Crawl:
             # the query's): walk from the top to see them all; those pages cost requests, never downloads.
             resume = state.resume_position(chain.query) if self.resume and cfg.max_images is None else None
             chain.start = Position.from_record(resume) if resume else None
+            page = resume.get("page") if resume else None
+            chain.pages_before = page if isinstance(page, int) and not isinstance(page, bool) and page > 0 else 0
             if resume:
                 resumed.append(f"{chain.name + ' ' if chain.name else ''}after checkpoint page {resume.get('page')}")
         start = self.chains[0].start

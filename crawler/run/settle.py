@@ -33,6 +33,8 @@ class Named(Protocol):
     def query(self) -> str: ...
     @property
     def name(self) -> str: ...
+    @property
+    def pages_before(self) -> int: ...
 
 
 class Settler:
@@ -47,7 +49,8 @@ class Settler:
         self.store = store  # DiskStore or RemoteStore: `remote`, `path(rel)`
         self.stop = stop
         self.out = out
-        self.ledgers = [PageLedger(partial(self._checkpoint, chain.query, chain.name)) for chain in chains]
+        self.ledgers = [PageLedger(partial(self._checkpoint, chain.query, chain.name, chain.pages_before))
+                        for chain in chains]
 
     def settle(self, job: Job, result: Fetched) -> bool:
         """Record what became of a job (from either executor); False when the crawl must stop (disk)."""
@@ -91,6 +94,7 @@ class Settler:
             self.writer.append(records.ref(job))
         jobs.clear()
 
-    def _checkpoint(self, query: str, name: str, page: int, following: Position | None) -> None:
-        self.writer.append(records.checkpoint(query, page, (following or Position()).to_record(), following is None,
-                                              name))
+    def _checkpoint(self, query: str, name: str, before: int, page: int, following: Position | None) -> None:
+        """`page` counts this run's pages; the record counts the chain's pages over every run."""
+        self.writer.append(records.checkpoint(query, before + page, (following or Position()).to_record(),
+                                              following is None, name))

@@ -173,7 +173,7 @@ def format_summary(summary: Summary) -> Iterator[str]:
         yield f"  and {summary.failed - len(summary.failed_examples)} more (status --json lists them)"
     if summary.last_checkpoint:
         cp = summary.last_checkpoint
-        where = "feed finished" if cp.get("end") else f"page {cp.get('page')}, cursor {cp.get('cursor')!r}"
+        where = "feed finished" if cp.get("end") else f"page {cp.get('page')}, cursor {cp.get('cursor') or '(a next-page link)'}"
         yield f"last checkpoint: {where} (query {cp.get('query')})"
     run = summary.last_run
     if run:

@@ -322,10 +322,10 @@ async def test_a_checkpoint_write_on_a_full_disk_stops_the_crawl_with_its_reason
     from crawler.store.errors import DiskFull
     real = Settler._checkpoint
 
-    def failing(self, query, name, page, following):  # type: ignore[no-untyped-def]
+    def failing(self, query, name, before, page, following):  # type: ignore[no-untyped-def]
         if page >= 2:
             raise DiskFull(28, "no space left on the disk (test)")
-        real(self, query, name, page, following)
+        real(self, query, name, before, page, following)
 
     monkeypatch.setattr(Settler, "_checkpoint", failing)
     async with sim_factory(images=300, seed=19) as sim:
