@@ -25,6 +25,8 @@ import aiohttp
 import orjson
 import pytest
 
+# What Chromium answers when the page it was asked about navigated away meanwhile.
+NAVIGATED = ("navigated or closed", "Execution context was destroyed", "Cannot find context")
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 INSTALL = "apt-get install -y chromium (Debian/Ubuntu), or run `make test`, which installs it"
 
@@ -128,10 +130,24 @@ class Browser:
                                f"{result['exceptionDetails'].get('exception', {}).get('description', '')}")
         return result["result"].get("value")
 
+    async def navigating(self, expression: str) -> None:
+        """Run an expression that starts a navigation (a form submit): the page may be gone before the
+        answer comes back, which is then no error."""
+        try:
+            await self.js(expression)
+        except RuntimeError as e:
+            if not any(words in str(e) for words in NAVIGATED):
+                raise
+
     async def wait_for(self, expression: str, within: float = 15) -> Any:
         deadline = time.monotonic() + within
         while True:
-            value = await self.js(expression)
+            try:
+                value = await self.js(expression)
+            except RuntimeError as e:  # asked while the page was navigating: ask the next page
+                if not any(words in str(e) for words in NAVIGATED):
+                    raise
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:

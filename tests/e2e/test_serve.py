@@ -266,7 +266,7 @@ async def test_excluding_two_images_in_chromium_leaves_them_out_of_export(served
     keys = await browser.js("[...document.querySelectorAll('.card')].slice(0, 2).map(c => c.dataset.key)")
     for key in keys:
         await browser.js(f"document.querySelector('.card[data-key=\"{key}\"] input[type=checkbox]').click()")
-    await browser.js("window.__before = true; document.getElementById('exclude').click()")
+    await browser.navigating("window.__before = true; document.getElementById('exclude').click()")
     await browser.wait_for("window.__before === undefined && document.readyState === 'complete'")
     assert await browser.js("[...document.querySelectorAll('.card.excluded')].map(c => c.dataset.key)") == keys
     assert exclusions.load(served.root) == frozenset(keys)
