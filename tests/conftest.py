@@ -163,3 +163,14 @@ def wait_for_ray_cpus(cpus: float = 2, limit: float = 60.0) -> None:
     while ray.available_resources().get("CPU", 0) < cpus:
         assert time.monotonic() < deadline, f"Ray still holds CPUs: {ray.available_resources()}"
         time.sleep(0.2)
+
+
+def most_within(times: list[float], window: float) -> int:
+    """The most events (times in seconds) that fall within any `window` seconds: what a rate limit bounds."""
+    times = sorted(times)
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -12,20 +12,11 @@ import asyncio
 import time
 
 import pytest
+from conftest import most_within
 
 from crawler.net.limits import HostGate
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def _most_within(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def _starts(gate: HostGate, seconds: float, callers: int = 30) -> list[float]:
@@ -46,9 +37,9 @@ async def test_never_more_than_the_rate_in_any_1_02_seconds_and_close_to_it():
     # rate 200: the bucket holds a burst of 3 and would admit ~203 in 1.02 s; the window caps it at 200.
     rate = 200
     starts = await _starts(HostGate(rate), 1.6)
-    assert _most_within(starts, 1.02) <= rate
+    assert most_within(starts, 1.02) <= rate
     # Spread over the second by the bucket, not let through in one clump each time the window frees.
-    assert _most_within(starts, 0.2) <= 0.2 * rate + 3 + 2
+    assert most_within(starts, 0.2) <= 0.2 * rate + 3 + 2
     assert len(starts) >= 0.9 * rate * 1.5, len(starts)
 
 
@@ -57,7 +48,7 @@ async def test_a_fractional_rate_allows_its_floor_in_any_second(rate):
     gate = HostGate(rate)  # the bucket alone would start one every 1.02 / rate s: more than the floor
     starts = await _starts(gate, 1.0, callers=3)
     assert len(starts) >= 2
-    assert _most_within(starts, 1.02) <= int(rate)
+    assert most_within(starts, 1.02) <= int(rate)
 
 
 async def test_callers_released_by_a_pause_still_keep_the_rate():
@@ -67,7 +58,7 @@ async def test_callers_released_by_a_pause_still_keep_the_rate():
     began = time.monotonic()
     starts = await _starts(gate, 0.9, callers=40)  # all 40 wait on the pause, then on the rate
     assert min(starts) - began >= 0.2
-    assert _most_within(starts, 1.02) <= rate
+    assert most_within(starts, 1.02) <= rate
 
 
 async def test_a_pause_extends_but_never_shortens_and_holds_a_waiting_caller():

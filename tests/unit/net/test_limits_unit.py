@@ -14,20 +14,11 @@ import time
 
 import aiohttp
 import pytest
+from conftest import most_within
 
 from crawler.net.limits import ByteGate, HostGate
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _most_within(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def _hammer(sim, gate: HostGate, seconds: float, callers: int = 40,
@@ -59,8 +50,8 @@ async def test_the_rate_is_never_exceeded_in_any_second_and_nearly_reached(sim_f
     async with sim_factory(images=5, seed=91) as sim:
         starts = await _hammer(sim, HostGate(rate), seconds)
         arrivals = [e.t for e in sim.log.entries("cdn")]
-    assert _most_within(starts, 1.0) <= rate
-    assert _most_within(arrivals, 1.0) <= rate, "the server saw more than the rate in one second"
+    assert most_within(starts, 1.0) <= rate
+    assert most_within(arrivals, 1.0) <= rate, "the server saw more than the rate in one second"
     # The gate is the bottleneck (40 callers, a local server): it lets through close to the rate.
     assert len(arrivals) >= 0.8 * rate * (seconds - 1), len(arrivals)
 
