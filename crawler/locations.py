@@ -13,11 +13,12 @@ from urllib.parse import unquote
 import orjson
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_CHAINED = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*::")  # simplecache::s3://..., not a path holding "::"
 
 
 def is_remote(url: str) -> bool:
     """s3://, gs://, memory:// ... are object stores; a plain path or file:// URL is a local directory."""
-    if "::" in url.split("://", 1)[0]:
+    if "://" in url and _CHAINED.match(url):
         return True  # a chained fsspec URL (simplecache::s3://...)
     match = _SCHEME.match(url)
     return bool(match) and match.group(1).lower() not in ("file", "local")

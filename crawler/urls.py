@@ -113,7 +113,8 @@ def is_allowed(url: str, allowed_hosts: frozenset[str]) -> bool:
         return False
     if parts.scheme not in ("http", "https") or "@" in parts.netloc:
         return False
-    return (parts.hostname or "").lower() in allowed_hosts
+    host = (parts.hostname or "").lower()
+    return bool(host) and host in allowed_hosts  # an empty entry in the list must not admit a host-less URL
 
 
 def redact(url: str) -> str:

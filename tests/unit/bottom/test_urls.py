@@ -48,6 +48,7 @@ def test_allow_list_is_exact_host_and_http_only():
     assert not urls.is_allowed("https://user@image.civitai.com/a/b/c/1.jpeg", allowed)
     assert not urls.is_allowed("file:///etc/passwd", allowed)
     assert not urls.is_allowed("ftp://image.civitai.com/a/b/c/1.jpeg", allowed)
+    assert not urls.is_allowed("https:///a/b/c/1.jpeg", allowed | {""})  # a blank list entry admits no host-less URL
 
 
 def test_redact_hides_token():
