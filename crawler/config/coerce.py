@@ -5,6 +5,7 @@ Fails with one `ConfigError` line naming where the value came from (`--limit`, `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from crawler.config.options import ConfigError, Option
@@ -32,27 +33,8 @@ def coerce(o: Option, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
         raise bad(f"expected true or false, got {value!r}")
-    if o.kind is int:
-        if isinstance(value, bool):
-            raise bad(f"expected an integer, got {value!r}")
-        if isinstance(value, str):
-            try:
-                value = int(value.strip().replace("_", ""), 10)
-            except ValueError:
-                raise bad(f"expected an integer, got {value!r}") from None
-        if not isinstance(value, int):
-            raise bad(f"expected an integer, got {value!r}")
-    elif o.kind is float:
-        if isinstance(value, bool):
-            raise bad(f"expected a number, got {value!r}")
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad(f"expected a number, got {value!r}") from None
-        if not isinstance(value, (int, float)) or value != value:
-            raise bad(f"expected a number, got {value!r}")
-        value = float(value)
+    if o.kind in (int, float):
+        value = _number(o.kind, value, bad)
     elif o.kind is str and (not isinstance(value, str) or not value.strip()):
         raise bad(f"expected a non-empty string, got {value!r}")
     if o.choices is not None and value not in o.choices:
@@ -62,3 +44,25 @@ def coerce(o: Option, value: Any, where: str) -> Any:
     if o.maximum is not None and value > o.maximum:
         raise bad(f"must be at most {o.maximum:g}, got {value}")
     return value
+
+
+_NUMBER_NAMES = {int: "an integer", float: "a number"}
+
+
+def _number(kind: type, value: Any, bad: Callable[[str], ConfigError]) -> int | float:
+    """An int or float option's value; a CLI string is parsed (ints may use `_` between digits)."""
+    wrong = bad(f"expected {_NUMBER_NAMES[kind]}, got {value!r}")
+    if isinstance(value, bool):
+        raise wrong
+    if isinstance(value, str):
+        try:
+            value = int(value.strip().replace("_", ""), 10) if kind is int else float(value)
+        except ValueError:
+            raise wrong from None
+    if kind is int:
+        if not isinstance(value, int):
+            raise wrong
+        return value
+    if not isinstance(value, (int, float)) or value != value:
+        raise wrong
+    return float(value)
