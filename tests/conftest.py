@@ -16,6 +16,7 @@ import pytest
 from crawler.config import settings as config
 from crawler.run.crawl import Crawl, Outcome
 from crawler.simulator import FaultConfig, SimConfig, SimServer
+from crawler.simulator.log import most_within  # noqa: F401  (the unit tests count rate windows as the simulator does)
 from crawler.state.manifest import MANIFEST_NAME, iter_records
 from crawler.state.records import key_of
 
@@ -165,12 +166,3 @@ def wait_for_ray_cpus(cpus: float = 2, limit: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def most_within(times: list[float], window: float) -> int:
-    """The most events (times in seconds) that fall within any `window` seconds: what a rate limit bounds."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best

@@ -53,16 +53,21 @@ class RequestLog:
 
     def max_per_window(self, kind: str | None, window: float = 1.0) -> int:
         """Most requests of `kind` (None = any) that arrived within any `window` seconds."""
-        times = sorted(e.t for e in self.entries(kind))
-        best = start = 0
-        for end, t in enumerate(times):
-            while t - times[start] >= window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return most_within([e.t for e in self.entries(kind)], window)
 
     def clear(self) -> None:
         self._entries = []
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def most_within(times: list[float], window: float) -> int:
+    """The most events (times in seconds) that fall within any `window` seconds: what a rate limit bounds."""
+    times = sorted(times)
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
