@@ -1,6 +1,9 @@
 """The bare ceiling: one aiohttp session, N workers, streamed writes, no hashing, manifest or fsync.
 
     python bench/bare.py URLS_FILE OUT_DIR|- CONCURRENCY      (- = read and discard the bodies)
+
+HTTPS URLs are verified with aiohttp's default context, which trusts what SSL_CERT_FILE names when it
+is set in the environment this process starts with (the `tls` and `large` groups use that).
 """
 
 import asyncio

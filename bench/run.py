@@ -27,8 +27,9 @@ from bench.rate import rate
 from bench.ray_group import ray_group
 from bench.resume import resume
 from bench.serve_group import serve_group
+from bench.tls_group import large_group, tls_group
 
-GROUPS = ("ceiling", "latency", "rate", "memory", "resume", "ray", "serve", "export")
+GROUPS = ("ceiling", "latency", "tls", "large", "rate", "memory", "resume", "ray", "serve", "export")
 
 
 def _interrupt(_sig: int, _frame: object) -> None:
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                     report.data["serve"] = serve_group(args, report, work)
                 elif group == "export":
                     report.data["export"] = export_group(args, report, work)
+                elif group == "tls":
+                    report.data["tls"] = tls_group(args, report, work)
+                elif group == "large":
+                    report.data["large"] = large_group(args, report, work)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one broken group must not hide the others' numbers

@@ -7,6 +7,7 @@ derived from that declaration (`OPTIONS`). Built and validated by `crawler.confi
 from __future__ import annotations
 
 import hashlib
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ class CrawlConfig:
     max_bytes: int = option(512 * 1024 * 1024, "largest file accepted, e.g. 512M, 2GB (bytes without a unit)",
                             minimum=1, metavar="SIZE", unit="size")
     allow_host: tuple[str, ...] = option((), "also download from this host (repeatable)", metavar="HOST")
+    ca_file: str | None = option(None, "trust only the CA certificates in this PEM file for HTTPS (API and CDN), "
+                                 "instead of the system's store", metavar="PEM")
     backoff_base: float = option(1.0, "first retry delay (doubles per try, with jitter; seconds without a unit)",
                                  minimum=0.0, maximum=600, metavar="DURATION", unit="duration")
     backoff_max: float = option(60.0, "longest retry delay (seconds without a unit)", minimum=0.0, maximum=3600,
@@ -138,8 +141,13 @@ class CrawlConfig:
                             "ends after about N items is reported depth-capped (exit 1), not complete", minimum=1,
                             metavar="N")
     deep: bool = option(False, "mirror everything the query matches beyond --depth-cap: list it Newest and Oldest "
-                        "until they meet, splitting by browsing level and media type where they do not; what "
-                        "cannot be proven is reported as gaps (exit 1)")
+                        "until they meet, splitting by browsing level and media type where they do not (then period "
+                        "windows and base models, which only narrow a gap); what cannot be proven is reported as "
+                        "gaps (exit 1)")
+    deep_base_models: tuple[str, ...] = option(
+        ("SDXL 1.0", "Pony", "Illustrious", "SD 1.5", "Flux.1 D", "NoobAI", "Flux.1 S", "SD 2.1", "Other"),
+        "--deep: the base models a part that levels and types cannot divide is split by (repeatable; replaces the "
+        "list): each is proven alone, which narrows a gap to the images of other or no base model", metavar="NAME")
     shutdown_grace: float = option(5.0, "time in-flight downloads may finish after SIGINT/SIGTERM (seconds without "
                                    "a unit)", minimum=0.0, maximum=600, metavar="DURATION", unit="duration")
     progress: str = option("auto", "progress display: auto (live on a terminal, log lines otherwise), live, log, none",
@@ -173,6 +181,9 @@ class CrawlConfig:
         bad = [t for t in self.tag_id if not t.isdigit()]
         if bad:
             raise ConfigError(f"--tag-id takes numeric tag ids, got {bad[0]!r}")
+        if self.ca_file is not None:
+            # Absolute: the file is read again where sessions are made, Ray actors included (another cwd).
+            object.__setattr__(self, "ca_file", _check_ca_file(self.ca_file))
 
     def api_params(self) -> list[tuple[str, str]]:
         """The query of the endpoint read (without cursor), in a stable order."""
@@ -241,6 +252,18 @@ class CrawlConfig:
         api_host = urls.host_of(self.api_base)
         own = set() if api_host in urls.CIVITAI_SITE_HOSTS else {api_host}
         return urls.CIVITAI_IMAGE_HOSTS | own | {h.lower() for h in self.allow_host}
+
+
+def _check_ca_file(path: str) -> str:
+    """--ca-file must load as PEM certificates now, not fail later as a traceback in every session."""
+    path = str(Path(path).expanduser().absolute())
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(f"--ca-file {path}: no such file") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--ca-file {path}: not a PEM file of CA certificates ({exc.strerror or exc})") from None
+    return path
 
 
 OPTIONS: tuple[Option, ...] = options_of(CrawlConfig)

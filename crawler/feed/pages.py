@@ -230,6 +230,8 @@ class Feed:
         except aiohttp.ClientError as e:
             self.counters.statuses[0] += 1
             asked = urls.redact(str(URL(self.url).update_query(query)))
+            if isinstance(e, aiohttp.ClientConnectorCertificateError):  # no retry makes an untrusted CA trusted
+                raise Fatal("tls-untrusted", connection_detail(e, asked)) from None
             raise Retryable("connection", connection_detail(e, asked)) from None
         if len(raw) > _MAX_PAGE_BYTES:
             raise Fatal("page-too-large", f"a page over {_MAX_PAGE_BYTES} bytes")

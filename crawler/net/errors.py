@@ -30,7 +30,9 @@ def connection_detail(error: BaseException, url: str) -> str:
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return f"cannot resolve host {_host(url) or where} (no such name in DNS, or no DNS reachable){request}"
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate of {where} not trusted{request}"
+        why = getattr(error.certificate_error, "verify_message", "") or "not trusted"
+        return (f"TLS certificate of {where} not trusted (certificate verify failed: {why}); trust its CA with "
+                f"--ca-file PEM or SSL_CERT_FILE{request}")
     if isinstance(error, aiohttp.ClientSSLError):
         return f"TLS handshake with {where} failed{request}"
     if isinstance(error, aiohttp.ClientConnectorError):

@@ -7,11 +7,18 @@ Built from the crawl's settings in one place, so a crawl, its dry run, `plan`'s 
 download actor talk to the API and CDN the same way. Sessions are closed when the block ends; an
 unwanted side is None. `net` sits below `config`, so the settings it reads are named by a Protocol
 (`CrawlConfig` has them all) rather than imported.
+
+HTTPS trusts the CAs of `--ca-file` alone when given, else the system's store as found when the sessions
+are made, so `SSL_CERT_FILE` (and `SSL_CERT_DIR`) set at any time before then count. An unreadable
+`--ca-file` raises here (ssl.SSLError, OSError); the config checks it up front.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,6 +50,8 @@ class NetSettings(Protocol):
     def concurrency(self) -> int: ...
     @property
     def max_rate(self) -> int | None: ...
+    @property
+    def ca_file(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +73,42 @@ def _timeout(cfg: NetSettings) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
 
 
-def api_session(cfg: NetSettings) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=_timeout(cfg), connector=aiohttp.TCPConnector(limit=API_CONNECTIONS))
+def tls_context(cfg: NetSettings) -> ssl.SSLContext | bool:
+    """The CAs HTTPS trusts: `--ca-file` alone, or the system's (where SSL_CERT_FILE/SSL_CERT_DIR point).
+
+    True (aiohttp's own verified context) when none of those is set; otherwise a context of ours, because
+    aiohttp builds its own once at import and would miss an SSL_CERT_FILE set after that.
+    """
+    env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    if cfg.ca_file is None and env == (None, None):
+        return True
+    return _context(cfg.ca_file, env, _stamp(cfg.ca_file or env[0]))
 
 
-def cdn_session(cfg: NetSettings) -> aiohttp.ClientSession:
+def _stamp(path: str | None) -> int:
+    try:
+        return os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        return 0
+
+
+@functools.lru_cache(maxsize=4)
+def _context(ca_file: str | None, _env: tuple[str | None, str | None], _stamp: int) -> ssl.SSLContext:
+    # Cached: reading a CA store costs ~50 ms, and open_net runs more than once per command. The
+    # environment's values and the file's mtime are in the key: a changed one makes a new context.
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def api_session(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=API_CONNECTIONS, ssl=tls if tls is not None else tls_context(cfg))
+    return aiohttp.ClientSession(timeout=_timeout(cfg), connector=connector)
+
+
+def cdn_session(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None) -> aiohttp.ClientSession:
     # Images are stored as sent (their bytes are hashed and kept): never decompressed on the way.
-    return aiohttp.ClientSession(timeout=_timeout(cfg), auto_decompress=False,
-                                 connector=aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300))
+    connector = aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300,
+                                     ssl=tls if tls is not None else tls_context(cfg))
+    return aiohttp.ClientSession(timeout=_timeout(cfg), auto_decompress=False, connector=connector)
 
 
 @contextlib.asynccontextmanager
@@ -80,8 +117,9 @@ async def open_net(cfg: NetSettings, *, api: bool = True, cdn: bool = False,
     """`cdn_rps`: this pool's share of --cdn-rps (a Ray actor's); the whole rate by default. `share`: the
     part of --max-rate this pool may use (a Ray actor's 1/N), so that all pools together hold the cap."""
     bandwidth = ByteGate(cfg.max_rate * share) if cdn and cfg.max_rate is not None else None
+    tls = tls_context(cfg)
     async with contextlib.AsyncExitStack() as stack:
-        api_side = await stack.enter_async_context(api_session(cfg)) if api else None
-        cdn_side = await stack.enter_async_context(cdn_session(cfg)) if cdn else None
+        api_side = await stack.enter_async_context(api_session(cfg, tls)) if api else None
+        cdn_side = await stack.enter_async_context(cdn_session(cfg, tls)) if cdn else None
         yield Net(retry_policy(cfg), api_side, HostGate(cfg.api_rps) if api else None,
                   cdn_side, HostGate(cfg.cdn_rps if cdn_rps is None else cdn_rps) if cdn else None, bandwidth)

@@ -64,7 +64,7 @@ class ImagesEndpoint:
         levels = visible_levels(filters.levels, request, self._sim)
         if levels != filters.levels:
             filters = replace(filters, levels=levels)
-        origin = f"http://{request.host}"
+        origin = f"{request.scheme}://{request.host}"
         late = self._pages >= NORMAL_PAGES
         self._pages += 1
         if late and self._mode == "empty-forever":

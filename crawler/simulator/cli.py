@@ -1,7 +1,9 @@
 """Command line for the simulator: `python -m crawler.simulator --port 0 --api-429 0.05 ...`.
 
 Prints `listening on http://HOST:PORT/api/v1` once bound, serves until a signal: exits 0 on SIGTERM (asked
-to stop) and 130 on SIGINT (Ctrl-C, as any interrupted command).
+to stop) and 130 on SIGINT (Ctrl-C, as any interrupted command). With `--tls` it serves HTTPS and prints a
+second line, `CA certificate in PATH`, the test CA a client must trust; it exits 2 with one line when TLS
+cannot be set up (trustme missing).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from crawler.simulator.config import (
     require_loopback,
 )
 from crawler.simulator.server import SimServer
+from crawler.simulator.tls import TlsUnavailable
 
 _EXIT_INTERRUPTED = 130  # as crawler.stops.EXIT_INTERRUPTED (the simulator imports nothing of the crawler)
 
@@ -43,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     parser.add_argument("--hostile-items", action="store_true", default=defaults.hostile_items,
                         help="add the hostile items (crawler.simulator.hostile) to every query's first page")
+    parser.add_argument("--tls", action="store_true", default=defaults.tls,
+                        help="serve the API and the CDN over HTTPS, signed by a test CA made at start (needs trustme)")
+    parser.add_argument("--tls-ca-file", default=defaults.tls_ca_file, metavar="PATH",
+                        help="with --tls: write the CA's PEM here (default: a temporary file, removed at exit)")
     today = parser.add_argument_group("2026", "behaviours of today's API, each off by default")
     today.add_argument("--depth-cap", type=int, default=defaults.depth_cap, metavar="N",
                        help="a query's /images chain ends (no nextCursor) after N items; 0 = never (default)")
@@ -95,6 +102,8 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         real_shapes=args.real_shapes,
         span_days=args.span_days,
         null_base_model=args.null_base_model,
+        tls=args.tls,
+        tls_ca_file=args.tls_ca_file,
         faults=faults,
         host=host,
         port=args.port,
@@ -108,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(cfg))
+    try:
+        return asyncio.run(_serve(cfg))
+    except TlsUnavailable as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _serve(cfg: SimConfig) -> int:
@@ -124,6 +137,9 @@ async def _serve(cfg: SimConfig) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     async with SimServer(cfg) as sim:
         print(f"listening on {sim.api_base}", flush=True)
+        if sim.ca_file is not None:
+            print(f"CA certificate in {sim.ca_file} (crawl --ca-file {sim.ca_file}, or SSL_CERT_FILE={sim.ca_file})",
+                  flush=True)
         await stop.wait()
     return _EXIT_INTERRUPTED if received[0] == signal.SIGINT else 0
 

@@ -87,6 +87,10 @@ class SimConfig:
     real_shapes: bool = False  # items take the shapes recorded in 2026 (shapes.py)
     span_days: float = 0.0  # createdAt spread over this many days up to the newest; 0 = the usual 540
     null_base_model: float = 0.0  # this share of images has `baseModel` null (matched by no `baseModels`)
+    # HTTPS for the API and the CDN, with a test CA made at start (tls.py); its PEM goes to `tls_ca_file`,
+    # or to a temporary file removed at stop when that is "".
+    tls: bool = False
+    tls_ca_file: str = ""
 
     def __post_init__(self) -> None:
         if self.images < 0:
@@ -113,6 +117,8 @@ class SimConfig:
             raise ValueError(f"SimConfig.region must be one of {', '.join(REGIONS)}")
         if self.error_body not in ERROR_BODIES:
             raise ValueError(f"SimConfig.error_body must be one of {', '.join(ERROR_BODIES)}")
+        if self.tls_ca_file and not self.tls:
+            raise ValueError("SimConfig.tls_ca_file needs tls=True")
         if not 0 <= self.port <= 65535:
             raise ValueError("SimConfig.port must be within 0..65535")
         require_loopback(self.host)

@@ -53,7 +53,7 @@ class HostileCdn:
             # Served if followed, so a crawler that follows it shows in the log as Host: localhost.
             origin = localhost_origin(request.url.port)
             return origin + self._files.path("localhost-host", f"{file.body_id}.jpeg")
-        return f"http://{request.host}" + self._files.path("redirect-in-target", f"{file.body_id}.jpeg")
+        return f"{request.scheme}://{request.host}" + self._files.path("redirect-in-target", f"{file.body_id}.jpeg")
 
     async def _stream(
         self, request: web.Request, entry: LogEntry, block: bytes, declared: int | None, total: int | None = None

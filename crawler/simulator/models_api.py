@@ -44,7 +44,7 @@ class ModelsEndpoint:
         query = parse_model_query(request.query)
         chosen = self._catalogue.select_models(query.filters)
         offset = self._cursors.decode_offset(query.cursor) if query.cursor is not None else 0
-        origin = f"http://{request.host}"
+        origin = f"{request.scheme}://{request.host}"
         levels = query.filters.levels
         items = [render_model(m, origin, "models", levels) for m in chosen[offset : offset + query.limit]]
         following = offset + query.limit
@@ -58,7 +58,7 @@ class ModelsEndpoint:
         model = self._catalogue.model(model_id)
         if model is None:
             raise NotFound(f"No model with id {model_id}")
-        return orjson.dumps(render_model(model, f"http://{request.host}", "model", ALL_LEVELS))
+        return orjson.dumps(render_model(model, f"{request.scheme}://{request.host}", "model", ALL_LEVELS))
 
     def _version(self, request: web.Request) -> bytes:
         version_id = _id(request, "version_id")
@@ -66,7 +66,7 @@ class ModelsEndpoint:
         if found is None:
             raise NotFound(f"No model version with id {version_id}")
         model, version = found
-        out = render_version(version, f"http://{request.host}", "model-version", ALL_LEVELS)
+        out = render_version(version, f"{request.scheme}://{request.host}", "model-version", ALL_LEVELS)
         out["model"] = {"name": model.name, "type": model.type, "nsfw": model.nsfw}
         return orjson.dumps(out)
 

@@ -1,6 +1,8 @@
 """`SimServer`: the simulated CivitAI (API and CDN) as an aiohttp app on a loopback port.
 
 `async with SimServer(cfg) as sim:` binds, serves, and on exit stops every handler, stalls included.
+With `SimConfig(tls=True)` both are served over HTTPS by a test CA made at start (`sim.ca_file` holds its
+PEM; `sim.handshakes` counts TLS handshakes); `start` raises TlsUnavailable when that cannot be done.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from crawler.simulator.log import ENTRY_KEY, LogEntry, RequestLog
 from crawler.simulator.models_api import ModelsEndpoint
 from crawler.simulator.shapes import B2_PREFIX
 from crawler.simulator.sites import BLOCKED_MESSAGE
+from crawler.simulator.tls import ServerTls
 
 _CDN_PREFIXES = (f"/{HASH1}/", B2_PREFIX + "/")
 _SITE_PREFIXES = frozenset(f"/{site}" for site in SITES)
 #: Not CivitAI's: the test's lever for a feed-backend switch (see `SimServer.switch_backend`).
 SWITCH_PATH = "/_sim/switch-backend"
+#: Not CivitAI's: `{"handshakes": N}`, the TLS handshakes so far (0 over plain HTTP), for benchmarks.
+TLS_STATS_PATH = "/_sim/tls"
 
 
 class SimServer:
@@ -44,11 +49,22 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
         self._images: ImagesEndpoint | None = None
+        self._tls: ServerTls | None = None
 
     @property
     def origin(self) -> str:
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.cfg.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """With `tls`, once started: the PEM file of the CA that signed the server's certificate."""
+        return self._tls.ca_file if self._tls is not None else None
+
+    @property
+    def handshakes(self) -> int:
+        """TLS handshakes the server began since start (0 without `tls`)."""
+        return self._tls.handshakes if self._tls is not None else 0
 
     @property
     def api_base(self) -> str:
@@ -71,6 +87,7 @@ class SimServer:
             app.router.add_get(prefix + "/api/v1/models/{model_id}", models.model)
             app.router.add_get(prefix + "/api/v1/model-versions/{version_id}", models.version)
         app.router.add_post(SWITCH_PATH, self._switch)
+        app.router.add_get(TLS_STATS_PATH, self._tls_stats)
         app.router.add_get(B2_PREFIX + "/{uuid}/{name}", cdn.b2)
         app.router.add_get(B2_PREFIX + "/{uuid}/{params}/{name}", cdn.b2)
         app.router.add_get("/{hash1}/{uuid}/{params}/{name}", cdn.handle)
@@ -79,9 +96,17 @@ class SimServer:
         app.router.add_get(DOTS_RESOLVED, cdn.traversed)
         # handler_cancellation: a client that hangs up cancels its handler (a stalled body included).
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+        if self.cfg.tls:
+            self._tls = ServerTls.make(self.cfg.tls_ca_file)
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
-        await site.start()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port,
+                           ssl_context=self._tls.context if self._tls is not None else None)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            self._drop_tls()
+            raise
         self._runner = runner
         self.port = runner.addresses[0][1]
 
@@ -102,12 +127,21 @@ class SimServer:
             return web.json_response({"message": str(exc)}, status=409)
         return web.json_response({"generation": generation})
 
+    async def _tls_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"handshakes": self.handshakes})
+
     async def stop(self) -> None:
         if self._closing is not None:
             self._closing.set()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        self._drop_tls()
+
+    def _drop_tls(self) -> None:
+        # The CA file outlives the server only when the caller chose its path.
+        if self._tls is not None:
+            self._tls.close()
 
     async def __aenter__(self) -> SimServer:
         await self.start()

@@ -16,7 +16,7 @@ from crawler.simulator.server import SimServer
 
 
 class SimThread:
-    """Same attributes as SimServer (`api_base`, `port`, `catalogue`, `log`)."""
+    """Same attributes as SimServer (`api_base`, `port`, `catalogue`, `log`, `ca_file`, `handshakes`)."""
 
     def __init__(self, cfg: SimConfig | None = None, catalogue: Catalogue | None = None) -> None:
         self.server = SimServer(cfg, catalogue)
@@ -49,6 +49,15 @@ class SimThread:
     @property
     def api_base(self) -> str:
         return self.server.api_base
+
+    @property
+    def ca_file(self) -> str | None:
+        """With `SimConfig(tls=True)`: the PEM of the test CA to trust (removed at stop unless its path was given)."""
+        return self.server.ca_file
+
+    @property
+    def handshakes(self) -> int:
+        return self.server.handshakes
 
     def switch_backend(self) -> int:
         """See `SimServer.switch_backend` (a counter the server thread reads; safe from this one)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,9 @@ def sample(o: Option) -> Any:
         return "2025-01-31"
     if o.name == "api_base":
         return "http://127.0.0.1:9/api/v1"
+    if o.name == "ca_file":  # must be an existing PEM file: the system's bundle
+        paths = ssl.get_default_verify_paths()
+        return next(p for p in (paths.cafile, paths.openssl_cafile) if p and os.path.exists(p))
     if o.kind is str:
         return "someone"
     if o.maximum is not None:
