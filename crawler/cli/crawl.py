@@ -37,7 +37,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags, with _); flags win "
                         "over it")
     parser.add_argument("--dry-run", action="store_true", help="walk the pages (at the API rate), fetch no image, "
-                        "write nothing, and print what a crawl would fetch and an estimate of its size")
+                        "and print what a crawl would fetch and an estimate of its size; writes no image and no "
+                        "manifest record, only its count (dry-run-counts.json, beside the manifest), which gives "
+                        "a later crawl of the same query an ETA")
     parser.add_argument("--plan", metavar="FILE", help="run the partitions of a plan (made by `civitai-mirror plan`) "
                         "as parallel cursor chains into this one mirror, each with its own checkpoints")
     add_arguments(parser)

@@ -4,8 +4,11 @@ The API stops paging one query near a depth (`--depth-cap`). A query listed `New
 whole when the two chains meet: once the ascending chain has reached an item newer than the oldest the
 descending chain listed, every item is newer than one edge or older than the other. Where they do not
 meet, the query is split into parts that together are the whole -- `browsingLevel` one bit at a time
-(an image has exactly one level), then media `type` -- and each part is proven alone. A part that cannot
-be split further and whose chains never met is a `Gap`: named, with its range and counts, never hidden.
+(an image has exactly one level), then media `type` -- and each part is proven alone. A part those cannot
+divide gets two splits that are not exhaustive (`coverage.py`): `period` windows, whose Oldest chains
+start inside the gap (a meeting with them still proves), and base models (an image's can be null or a
+name not listed, so their parts never add up to the whole: they only narrow what a gap may hold). What
+stays unproven is a `Gap`: named, with its range and counts, never hidden.
 Pure: no I/O; `run/proof.py` pages the chains.
 """
 
@@ -26,20 +29,35 @@ NSFW_MASK = {"None": 1, "Soft": 3, "Mature": 7, "X": 31, "true": 28, "false": 1}
 # A chain that ends having listed this share of the cap is taken as capped: the API drops items after it
 # cuts a page (hidden, removed), so a stream cut at N positions lists somewhat fewer than N items.
 CAP_SHARE = 0.9
+# The period windows a part may be listed in (Oldest: each starts that far back from the server's clock),
+# shortest first: a longer window's chain stops where a shorter one's began.
+WINDOWS = ("Day", "Week", "Month", "Year")
 
 
 @dataclass(frozen=True, slots=True)
 class Part:
-    """One part of the query: a browsing-level mask and a media type; None keeps what the query asks."""
+    """One part of the query: a browsing-level mask and a media type; None keeps what the query asks.
+
+    A part with a `period` is a window of its parent (only its Oldest chain pages); one with a `base_model`
+    is one base model's images of its parent: neither is a division of the parent."""
 
     levels: int | None
     type: str | None
+    base_model: str | None = None
+    period: str | None = None
 
     @property
     def name(self) -> str:
         named = [f"browsingLevel={self.levels}" if self.levels is not None else "",
-                 f"type={self.type}" if self.type is not None else ""]
+                 f"type={self.type}" if self.type is not None else "",
+                 f"baseModels={self.base_model}" if self.base_model is not None else "",
+                 f"period={self.period}" if self.period is not None else ""]
         return " ".join(n for n in named if n) or "all"
+
+    @property
+    def leaf(self) -> Part:
+        """The part of the exhaustive tree this window or base-model part narrows."""
+        return Part(self.levels, self.type)
 
     def settings(self, sort: str) -> dict[str, Any]:
         """Option overrides of this part's chain listed in `sort` order."""
@@ -48,6 +66,10 @@ class Part:
             values["browsing_level"] = self.levels
         if self.type is not None:
             values["type"] = self.type
+        if self.base_model is not None:
+            values["base_model"] = [self.base_model]
+        if self.period is not None:
+            values["period"] = self.period
         return values
 
     def filters(self, cfg: CrawlConfig) -> dict[str, Any]:
@@ -72,11 +94,27 @@ def children(part: Part, cfg: CrawlConfig) -> list[Part]:
     return []
 
 
+def windows(part: Part, cfg: CrawlConfig) -> list[Part]:
+    """The period windows of an indivisible part, shortest first: only those narrower than the query's period."""
+    wider = WINDOWS.index(cfg.period) if cfg.period in WINDOWS else len(WINDOWS)
+    return [Part(part.levels, part.type, None, w) for w in WINDOWS[:wider]]
+
+
+def bases(part: Part, cfg: CrawlConfig) -> list[Part]:
+    """One part per `--deep-base-models` name, unless the query already names its base models."""
+    if cfg.base_model:
+        return []
+    return [Part(part.levels, part.type, b) for b in dict.fromkeys(cfg.deep_base_models)]
+
+
 def tree(cfg: CrawlConfig) -> list[Part]:
-    """Every part the proof may need, the whole query first, parents before children."""
+    """Every part the proof may need, the whole query first, parents before children; then each indivisible
+    part's windows and base-model parts (the chains exist up front; only those the proof needs page)."""
     parts = [Part(None, None)]
     for part in parts:  # grows while iterated: breadth first
         parts.extend(c for c in children(part, cfg) if c not in parts)
+    for leaf in [p for p in parts if not children(p, cfg)]:
+        parts.extend(windows(leaf, cfg) + bases(leaf, cfg))
     return parts
 
 
@@ -90,16 +128,20 @@ class Progress:
     edge: datetime | None = None  # the oldest createdAt listed (Newest), the newest (Oldest)
     ended: bool = False  # the API gave no next cursor
     whole: bool = False  # stopped having listed all it wants (Newest reached --since)
+    start: datetime | None = None  # the other end: where a window's Oldest chain began
 
     def page(self, items: list[Any], last: bool) -> None:
         self.pages += 1
         self.listed += len(items)
+        newest = self.sort == NEWEST
         for item in items:
             when = created_at(item) if isinstance(item, dict) else None
             if when is None:
                 continue
-            if self.edge is None or (when < self.edge if self.sort == NEWEST else when > self.edge):
+            if self.edge is None or (when < self.edge if newest else when > self.edge):
                 self.edge = when
+            if self.start is None or (when > self.start if newest else when < self.start):
+                self.start = when
         self.ended = self.ended or last
 
     def capped(self, cap: int, limit: int) -> bool:
@@ -107,8 +149,8 @@ class Progress:
         return self.ended and (self.listed >= CAP_SHARE * cap or self.pages * limit >= cap)
 
     def to_record(self) -> dict[str, Any]:
-        return {"listed": self.listed, "pages": self.pages, "edge": self.edge.isoformat() if self.edge else None,
-                "whole": self.whole, "ended": self.ended}
+        return {"listed": self.listed, "pages": self.pages, "edge": _iso(self.edge), "whole": self.whole,
+                "ended": self.ended, "start": _iso(self.start)}
 
     def recorded(self, unsettled: list[datetime]) -> dict[str, Any]:
         """`to_record()` for a checkpoint while items this chain listed (but another chain queued) are not
@@ -128,14 +170,8 @@ class Progress:
         ended = bool(record.get("end") or record.get("ended"))
         if ended and record.get("settled") is False:
             return cls(sort)
-        edge = record.get("edge")
-        when = None
-        if isinstance(edge, str):
-            try:
-                when = datetime.fromisoformat(edge)
-            except ValueError:
-                when = None
-        return cls(sort, record["listed"], record["pages"], when, ended, record.get("whole") is True)
+        return cls(sort, record["listed"], record["pages"], _time(record.get("edge")), ended,
+                   record.get("whole") is True, _time(record.get("start")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +209,17 @@ class Gap:
     before: str | None  # the oldest createdAt the Newest chain reached
     listed_newest: int
     listed_oldest: int
+    # Base models whose own parts were proven whole: only images of another or no base model may be missing.
+    except_base_models: tuple[str, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         return {"partition": self.part, "filters": self.filters, "created_after": self.after,
                 "created_before": self.before, "listed_newest": self.listed_newest,
-                "listed_oldest": self.listed_oldest}
+                "listed_oldest": self.listed_oldest, "except_base_models": list(self.except_base_models)}
 
     def describe(self) -> str:
-        return (f"{self.part}: nothing proven between {self.after or '?'} and {self.before or '?'} "
+        but = (f" but images of base model {', '.join(self.except_base_models)}" if self.except_base_models else "")
+        return (f"{self.part}: nothing{but} proven between {self.after or '?'} and {self.before or '?'} "
                 f"({self.listed_newest} listed newest first, {self.listed_oldest} oldest first)")
 
 
@@ -190,6 +229,15 @@ def gap(part: Part, cfg: CrawlConfig, newest: Progress, oldest: Progress) -> Gap
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 A crawl pages one chain (its whole query) or, with a plan, one chain per partition in parallel, all
 into the same bounded queue (back-pressure: paging waits while the workers are busy); with `--deep`,
-the chains of every part of the query's proof (`proof.py`), of which only those the proof needs page.
+the chains of every part of the query's proof (`proof.py`), of which only those the proof needs page --
+with a plan, one proof per partition, side by side.
 Each chain ends with a stop reason; `combine()` makes the crawl's from them. A chain that ends without a
 next cursor after about `--depth-cap` items did not see its whole query: it ends `depth-capped`, not
 complete. Each checkpoint carries its chain's progress (items and pages listed over every run, the
@@ -46,18 +47,23 @@ class Chain:
     start: Position | None = None
     pages_before: int = 0  # pages a resumed chain had settled in earlier runs: its checkpoints count on
     feed: Feed | None = None
+    root: CrawlConfig | None = None  # --deep: the settings of the query (or plan partition) this chain proves
+    label: str = ""  # --deep with a plan: the partition whose proof this chain belongs to
 
 
 def make_chains(cfg: CrawlConfig, query: str, partitions: list[Partition] | None) -> list[Chain]:
-    """One chain, a plan's, or with --deep two per part of the proof (Newest 2k, Oldest 2k+1)."""
+    """One chain, a plan's, or with --deep two per part of the proof (Newest 2k, Oldest 2k+1) of the query or
+    of each plan partition, one block of chains after the other."""
     if cfg.deep:
-        if partitions:
-            raise ConfigError("--deep splits the query itself: it does not take --plan")
-        if cfg.source != "images" or cfg.sort not in (None, NEWEST, OLDEST):
-            raise ConfigError("--deep lists the /images feed Newest and Oldest itself: drop --sort and --source models")
-        return [Chain(c, c.query_identity(), f"{part.name} {sort}")
-                for part in deep.tree(cfg) for sort in (NEWEST, OLDEST)
-                for c in [apply_partition(cfg, Partition(part.name, part.settings(sort)))]]
+        if cfg.source != "images":
+            raise ConfigError("--deep proves the /images feed complete: it does not take --source models")
+        if cfg.sort not in (None, NEWEST, OLDEST):
+            raise ConfigError(f"--deep lists the feed Newest and Oldest itself (two orders whose chains meet prove "
+                              f"a part whole; --sort {cfg.sort} cannot): drop --sort")
+        roots = [(p.name, apply_partition(cfg, p)) for p in partitions] if partitions else [("", cfg)]
+        return [Chain(c, c.query_identity(), f"{label} {part.name} {sort}".lstrip(), root=root, label=label)
+                for label, root in roots for part in deep.tree(root) for sort in (NEWEST, OLDEST)
+                for c in [apply_partition(root, Partition(part.name, part.settings(sort)))]]
     if not partitions:
         return [Chain(cfg, query, "")]
     chains = []
@@ -166,10 +172,32 @@ class Producer:
         return ended
 
     async def _prove(self) -> tuple[Stop, str]:
-        proof = Proof(deep.tree(self.cfg), [c.cfg for c in self.chains], self.progress, self._chain, self._listed)
-        outcome = await proof.run()
-        if proof.halt is not None:
-            return proof.halt
+        """One proof per block of chains (the query's, or each plan partition's), side by side; their outcomes
+        add up, and the first that halted gives the crawl's reason."""
+        proofs, offset = [], 0
+        while offset < len(self.chains):
+            first = self.chains[offset]
+            size = sum(1 for c in self.chains[offset:] if c.label == first.label and c.root is first.root)
+            proofs.append(Proof(deep.tree(first.root or first.cfg), [c.cfg for c in self.chains[offset:offset + size]],
+                                self.progress[offset:offset + size], self._chain, self._listed,
+                                first_page=self._first_page, offset=offset, label=first.label))
+            offset += size
+        if self.cfg.max_images is not None:  # in turn: see proof.py
+            for proof in proofs:
+                await proof.run()
+        else:
+            async with asyncio.TaskGroup() as group:
+                for proof in proofs:
+                    group.create_task(proof.run())
+        halted = [p.halt for p in proofs if p.halt is not None]
+        if halted:
+            return halted[0]
+        outcome = deep.Outcome()
+        for proof in proofs:
+            outcome.gaps += proof.outcome.gaps
+            outcome.proven += proof.outcome.proven
+            outcome.chains += proof.outcome.chains
+            outcome.split += proof.outcome.split
         self._record_proof([], [g.to_record() for g in outcome.gaps], outcome)
         cost = (f"{outcome.chains} chain(s), {outcome.split} split(s), {self.counters.pages} page(s) this run; "
                 f"{len(outcome.proven)} part(s) proven whole")
@@ -178,6 +206,17 @@ class Producer:
             return Stop.GAPS_REMAIN, (f"gaps-remain: --deep could not prove {len(outcome.gaps)} part(s) complete "
                                       f"({cost}): {named}; `status --json` lists them under gaps")
         return Stop.FEED_ENDED, f"--deep proved the listing complete: {cost}"
+
+    async def _first_page(self, n: int) -> list[Any] | None:
+        """Chain n's first page asked afresh, queuing nothing: does a window still start where it began?"""
+        feed = self.chains[n].feed
+        assert feed is not None
+        try:
+            async for page in feed.pages(None):
+                return page.items
+        except (FeedStopped, Fatal, RequestFailed):
+            pass
+        return None
 
     def _record_proof(self, capped: list[Chain], gaps: list[dict[str, Any]], outcome: deep.Outcome | None = None) -> None:
         """The proof's findings, for `status` (the run's end record follows it)."""

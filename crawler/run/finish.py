@@ -16,7 +16,7 @@ from crawler.config.settings import CrawlConfig
 from crawler.feed.pages import FeedCounters, Position
 from crawler.fetch.download import DownloadCounters
 from crawler.logs import counts as listed
-from crawler.run.chains import make_chains
+from crawler.run.chains import Chain, make_chains
 from crawler.run.progress import line
 from crawler.state import records
 from crawler.state.manifest import ManifestWriter
@@ -35,8 +35,9 @@ class Outcome:
 
 def conclude(cfg: CrawlConfig, query: str, writer: ManifestWriter, reason: Stop, message: str, stats: CrawlStats,
              api: FeedCounters, cdn: DownloadCounters | None, newest: datetime | None, queued: int,
-             log: Callable[[str], None] | None) -> Outcome:
-    """`newest`: follow's high-water mark candidate (recorded only when the pass completed); `log` None: quiet."""
+             log: Callable[[str], None] | None, chains: list[Chain] | None = None) -> Outcome:
+    """`newest`: follow's high-water mark candidate (recorded only when the pass completed); `log` None: quiet;
+    `chains`: the chains that ran (a plan's, with --deep), reset when their proof is complete."""
     code = exit_code(reason, stats.failed)
     counts = stats.as_dict()
     counts.update(api_requests=api.requests, api_retries=api.retries, api_throttled=api.throttled, pages=api.pages,
@@ -46,7 +47,7 @@ def conclude(cfg: CrawlConfig, query: str, writer: ManifestWriter, reason: Stop,
         if reason in COMPLETE and newest is not None:
             writer.append(records.hwm(query, newest.isoformat()))
         if cfg.deep and reason in (Stop.FEED_ENDED, Stop.GAPS_REMAIN):
-            for chain in make_chains(cfg, query, None):
+            for chain in chains if chains is not None else make_chains(cfg, query, None):
                 writer.append(records.checkpoint(chain.query, 0, Position().to_record(), True, chain.name))
         writer.append(records.run_end(query, reason, message, code, cfg.query_summary(), counts))
         writer.flush()

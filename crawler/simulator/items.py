@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from crawler.simulator.query import BASE_MODELS
+
 #: Fixed per site, like CivitAI's own `xG1nkqKTMzGDvpLrqFT7WA`.
 HASH1 = "xG1nkqKTMzGDvpLrqFT7WA"
 #: The newest item of a fresh catalogue (the sample page's first item).
@@ -26,7 +28,7 @@ _LEVELS = (1, 2, 4, 8, 16)
 _LEVEL_WEIGHTS = (50, 20, 15, 10, 5)
 _IMAGE_SIZES = ((832, 1216), (1024, 1024), (1216, 832), (512, 768), (768, 512), (896, 1152), (1024, 1536))
 _VIDEO_SIZES = ((720, 1280), (1280, 720), (512, 512))
-_BASE_MODELS = ("SDXL 1.0", "Pony", "SD 1.5", "Flux.1 D", "Illustrious")
+_BASE_MODELS = BASE_MODELS[:5]  # what images are drawn with; the site knows more names
 _SAMPLERS = ("DPM++ 2M", "Euler a", "DPM++ 2M Karras", "DPM++ SDE", "Euler")
 _BLURHASH_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
 # Random bytes map onto the base83 alphabet in one C call (a per-character choice is ~15x slower).

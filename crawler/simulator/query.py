@@ -12,6 +12,10 @@ from dataclasses import dataclass
 SORTS = ("Most Reactions", "Most Comments", "Most Collected", "Newest", "Oldest", "Random")
 PERIODS = {"AllTime": 0, "Year": 365, "Month": 30, "Week": 7, "Day": 1}  # days back from the newest item
 TYPES = ("image", "video", "audio")
+# The base models the site knows: `baseModels` naming another answers 400, as CivitAI's does. Items are
+# drawn from the first five (items.py); the rest exist but hold no image here.
+BASE_MODELS = ("SDXL 1.0", "Pony", "SD 1.5", "Flux.1 D", "Illustrious", "SD 1.4", "SD 2.0", "SD 2.1", "SDXL Turbo",
+               "SD 3.5", "Flux.1 S", "NoobAI", "Hunyuan Video", "Wan Video", "Other")
 ALL_LEVELS = 31
 # Legacy `nsfw` values -> browsing-level bitmask; `true` means R and above, not "everything".
 _NSFW_LEVELS = {"none": 1, "soft": 3, "mature": 7, "x": 31, "true": 28, "false": 1}
@@ -64,6 +68,9 @@ def parse_query(params: Mapping[str, str]) -> Query:
     if media_type is not None and media_type not in TYPES:
         raise QueryError(f"type must be one of {', '.join(TYPES)}")
     base_models = params.get("baseModels")
+    unknown = [b.strip() for b in (base_models or "").split(",") if b.strip() and b.strip() not in BASE_MODELS]
+    if unknown:
+        raise QueryError(f"baseModels: unknown base model {unknown[0]!r}")
     filters = Filters(
         sort=sort,
         period=period,

@@ -194,7 +194,9 @@ def format_summary(summary: Summary) -> Iterator[str]:
         yield (f"deep: {depth.get('chains')} chain(s), {depth.get('splits')} split(s), {depth.get('pages')} page(s); "
                f"{len(depth.get('proven') or [])} part(s) proven whole, {len(summary.gaps)} gap(s)")
     for gap in summary.gaps:
-        yield (f"  gap {gap.get('partition')}: nothing proven between {gap.get('created_after')} and "
+        but = gap.get("except_base_models") or []
+        narrowed = f" (except images of base model {', '.join(but)}, proven alone)" if but else ""
+        yield (f"  gap {gap.get('partition')}: nothing proven{narrowed} between {gap.get('created_after')} and "
                f"{gap.get('created_before')} ({gap.get('listed_newest')} listed newest first, "
                f"{gap.get('listed_oldest')} oldest first)")
     if summary.bad_lines:

@@ -90,24 +90,26 @@ def test_dry_run_deep_says_chains_pages_and_gaps_and_writes_nothing(tmp_path):
     assert result.returncode == EXIT_OK, result.stderr[-2000:]
     assert f"deep:         18 chain(s) paged, {api} API page(s); no gaps: proven complete" in result.stdout
     assert "to fetch:     3000" in result.stdout and cdn == 0
-    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "m" / MANIFEST_NAME).exists() and not (tmp_path / "m" / "images").exists()
 
 
 def test_an_indivisible_capped_feed_ends_gaps_remain_naming_the_gap(tmp_path):
-    cap = 200
-    with SimThread(SimConfig(images=3000, seed=133, depth_cap=cap)) as sim:
-        query = {"browsingLevel": "1", "type": "image"}
-        result = _crawl(tmp_path, sim.api_base, "--deep", browsing_level=1, type="image", depth_cap=cap)
+    # One level, one type, one base model, 274 images over 5000 days: every period window starts within
+    # what the Newest chain listed, so nothing narrows the gap between the two capped chains.
+    cap = 60
+    flags = {"browsing_level": 1, "type": "image", "base_model": "Pony", "depth_cap": cap}
+    with SimThread(SimConfig(images=3000, seed=133, depth_cap=cap, span_days=5000)) as sim:
+        query = {"browsingLevel": "1", "type": "image", "baseModels": "Pony"}
+        result = _crawl(tmp_path, sim.api_base, "--deep", **flags)
         expected = sim.catalogue.expected(query)
         created = {i["id"]: parse_time(i["createdAt"]) for i in sim.catalogue.items}
-        dry = _crawl(tmp_path / "dry", sim.api_base, "--deep", "--dry-run", browsing_level=1, type="image",
-                     depth_cap=cap)
+        dry = _crawl(tmp_path / "dry", sim.api_base, "--deep", "--dry-run", **flags)
     assert result.returncode == EXIT_FAILED, result.stderr[-2000:]
     assert "gaps-remain" in result.stderr.strip().splitlines()[-1]
     status = _status(tmp_path)
     assert status["last_run"]["reason"] == "gaps-remain"
     [gap] = status["gaps"]
-    assert gap["filters"] == {"browsingLevel": "1", "type": "image"}
+    assert gap["filters"] == query and gap["except_base_models"] == []
     assert (gap["listed_newest"], gap["listed_oldest"]) == (cap, cap)
     after, before = parse_time(gap["created_after"]), parse_time(gap["created_before"])
     assert after < before

@@ -142,3 +142,29 @@ async def test_simulator_states_its_clock_and_plan_reads_it(sim_factory):
         now = await partitions.server_now(cfg)
         newest = sim.catalogue.newest_ms / 1000
     assert abs(now.timestamp() - newest) < 1.5
+
+
+def test_deep_proves_each_partition_of_a_plan_and_refuses_another_sort_saying_why(tmp_path):
+    # 3000 images, cap 200: each base model's ~600 images are capped, each of its levels is not.
+    with SimThread(SimConfig(images=3000, seed=83, depth_cap=200)) as sim:
+        bases = Counter(i.get("baseModel") for i in sim.catalogue.items if i.get("baseModel"))
+        values = [b for b, _n in bases.most_common(2)]
+        plan, _parts = _plan(tmp_path, sim.api_base, "--by", "base-model", *[a for v in values for a in ("--value", v)])
+        result = cli("crawl", "--out", str(tmp_path / "m"), "--plan", str(plan), "--deep",
+                     *flags_list(sim.api_base, browsing_level=31, depth_cap=200), timeout=120)
+        code, err = result.returncode, result.stderr
+        expected: dict[int, str] = {}
+        for value in values:
+            expected.update(sim.catalogue.expected({**ALL, "baseModels": value}))
+        sort = cli("crawl", "--out", str(tmp_path / "s"), "--deep", "--sort", "Most Reactions",
+                   *flags_list(sim.api_base, browsing_level=31))
+    assert code == EXIT_OK, err[-2000:]
+    assert "--deep proved the listing complete" in err.strip().splitlines()[-1], err[-500:]
+    assert len(expected) > 800
+    assert_complete(tmp_path / "m", expected)
+    ids = [r["id"] for r in done_records(tmp_path / "m")]
+    assert len(ids) == len(set(ids))
+    status = orjson.loads(cli("status", "--out", str(tmp_path / "m"), "--json").stdout)
+    assert status["gaps"] == [] and status["depth"]["splits"] >= 2
+    assert {next(v for v in values if p.startswith(f"baseModels={v} ")) for p in status["depth"]["proven"]} == set(values)
+    assert sort.returncode == 2 and "Newest and Oldest" in sort.stderr and "drop --sort" in sort.stderr

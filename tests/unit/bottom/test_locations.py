@@ -13,7 +13,8 @@ from crawler.locations import is_remote, local_path, parse_storage_options
     ("s3://bucket/mirror", True), ("gs://b", True), ("memory://x", True), ("S3://bucket", True),
     ("az+abfs://c/p", True), ("simplecache::s3://bucket/x", True), ("zip::file:///a.zip", True),
     ("/srv/mirror", False), ("mirror", False), ("./s3:/x", False), ("~/mirror", False),
-    ("file:///srv/mirror", False), ("file:///srv/a::b", False), ("/srv/a::b", False), ("a::b", False), ("FILE:///srv/mirror", False), ("local://srv", False),
+    ("file:///srv/mirror", False), ("file:///srv/a::b", False),
+    ("/srv/a::b", False), ("a::b", False), ("FILE:///srv/mirror", False), ("local://srv", False),
     ("C:\\mirror", False), ("3s://x", False),  # a scheme starts with a letter
 ])
 def test_is_remote(url, remote):

@@ -22,7 +22,7 @@ def items(*days: int) -> list[dict]:
 
 
 def test_the_tree_splits_levels_one_bit_at_a_time_then_media_type(tmp_path):
-    parts = deep.tree(cfg(tmp_path, browsing_level=31))
+    parts = [p for p in deep.tree(cfg(tmp_path, browsing_level=31)) if p.period is None and p.base_model is None]
     assert parts[0] == Part(None, None) and len(parts) == 1 + 5 + 5 * 3
     assert deep.children(parts[0], cfg(tmp_path, browsing_level=31)) == [Part(b, None) for b in (1, 2, 4, 8, 16)]
     assert deep.children(Part(4, None), cfg(tmp_path)) == [Part(4, t) for t in ("image", "video", "audio")]
@@ -30,10 +30,22 @@ def test_the_tree_splits_levels_one_bit_at_a_time_then_media_type(tmp_path):
 
 
 def test_a_query_of_one_level_and_one_type_cannot_be_split(tmp_path):
-    assert deep.tree(cfg(tmp_path, browsing_level=1, type="image")) == [Part(None, None)]
+    assert deep.children(Part(None, None), cfg(tmp_path, browsing_level=1, type="image")) == []
     # Without --browsing-level the API lists PG only (one bit); --nsfw X means every level.
-    assert [p.levels for p in deep.tree(cfg(tmp_path))[1:]] == [None, None, None]
-    assert len(deep.tree(cfg(tmp_path, nsfw="X"))) == 21
+    assert [p.levels for p in deep.tree(cfg(tmp_path))[1:4]] == [None, None, None]
+    assert deep.children(Part(None, None), cfg(tmp_path, nsfw="X")) == [Part(b, None) for b in (1, 2, 4, 8, 16)]
+
+
+def test_an_indivisible_part_gets_period_windows_then_base_model_parts_which_are_not_divisions(tmp_path):
+    one = cfg(tmp_path, browsing_level=1, type="image")
+    parts = deep.tree(one)
+    assert parts[:5] == [Part(None, None)] + [Part(None, None, None, w) for w in ("Day", "Week", "Month", "Year")]
+    assert parts[5:] == [Part(None, None, b) for b in one.deep_base_models]
+    assert parts[6].settings(NEWEST) == {"sort": "Newest", "base_model": ["Pony"]}
+    assert parts[4].name == "period=Year" and parts[4].leaf == Part(None, None)
+    # A query that names its base models or a period gets no base split, and only narrower windows.
+    named = deep.tree(cfg(tmp_path, browsing_level=1, type="image", base_model="Pony", period="Month"))
+    assert named == [Part(None, None), Part(None, None, None, "Day"), Part(None, None, None, "Week")]
 
 
 def test_a_part_names_its_chain_settings(tmp_path):
