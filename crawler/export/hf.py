@@ -7,9 +7,10 @@
 access), every column of `rows.COLUMNS` with its type (integers stay integers, with nulls;
 `created_at` a UTC timestamp; `meta_json` the nested metadata as JSON text) and, with
 `include_videos`, a `video_path` column (the file's path in the mirror; `image` is null for those rows).
-Streams: one row group (at most ~64 MB) in memory. Each shard is written as `.part` and renamed when
-complete; the card is written last, after shards of an earlier export into DIR that this one did not
-rewrite are removed, so a complete folder always describes exactly its own files.
+Streams: one row group (at most ~64 MB, `parquet.EMBEDDED_ROWS` rows) and one shard's footer in memory.
+Each shard is written as `.part` and renamed when complete; the card is written last, after shards of
+an earlier export into DIR that this one did not rewrite are removed, so a complete folder always
+describes exactly its own files.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from crawler.export import atomic, card
 from crawler.export.images import Images
-from crawler.export.parquet import ParquetFile, image_cell, require_pyarrow, schema
+from crawler.export.parquet import EMBEDDED_ROWS, ParquetFile, image_cell, require_pyarrow, schema
 from crawler.export.rows import typed
 from crawler.state.records import Record
 
@@ -31,7 +32,7 @@ _PATTERN = "train-*.parquet"
 
 class HfSink:
     def __init__(self, to: Path, include_videos: bool = False, shard_bytes: int | None = None,
-                 row_group: int = 100) -> None:
+                 row_group: int = EMBEDDED_ROWS) -> None:
         require_pyarrow()
         self.to = to
         self.data = to / DATA_DIR

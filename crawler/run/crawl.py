@@ -4,7 +4,8 @@
 checkpoint, and ends with one stop reason (the feed ended, --max-images, interrupted, an API error,
 a repeated cursor, disk full) that is printed, recorded in the manifest and turned into the exit code.
 The stages live beside it: `chains` (the producer), `executor`/`local`/`ray_executor` (the downloads),
-`settle` (results into records), `periodic` (flush, commit, progress), `finish` (the end).
+`settle` (results into records), `periodic` (flush, commit), `progress` (the live line, its ETA),
+`finish` (the end).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from crawler.fetch.download import DownloadCounters
 from crawler.keys import KeySet
 from crawler.logs import Logger, plain
 from crawler.net.sessions import open_net
-from crawler.run import periodic
+from crawler.run import dry_counts, periodic, progress
 from crawler.run.chains import Producer, make_chains
 from crawler.run.executor import Executor, Port
 from crawler.run.finish import Outcome, conclude
@@ -166,7 +167,7 @@ class Crawl:
         reason, message = self.stop.reason
         outcome = conclude(cfg, self.query, writer, reason, message, self.stats, self._api_counters,
                            self.counters[1], self.newest if self.track_newest else None, self._queue.qsize(),
-                           None if self.quiet else self.log)
+                           None if self.quiet else self.log, self.chains)
         try:
             await commits.commit()  # everything recorded, the run's end included, made durable
         except OSError as e:
@@ -220,8 +221,8 @@ class Crawl:
                        group.create_task(periodic.commit(commits, self.stop)),
                        group.create_task(periodic.expire_plan(self.plan_expires, self.stop)),
                        group.create_task(periodic.reserve(self.cfg, self.stop)),
-                       group.create_task(periodic.progress(self.cfg, self.stats, self._queue, self._api_counters,
-                                                           self.logger, self.log_stream))]
+                       group.create_task(progress.run(self.cfg, self.stats, self._queue, self._api_counters,
+                                                      self.logger, self.log_stream, self._total(state)))]
             helpers.append(group.create_task(self._supervise(helpers[0], workers, port)))
             await asyncio.wait(workers)
             for task in helpers:
@@ -236,6 +237,12 @@ class Crawl:
         _, late = await asyncio.wait(workers, timeout=self.cfg.shutdown_grace)
         for task in late:
             task.cancel()
+
+    def _total(self, state: ResumeState) -> progress.Total | None:
+        """What the ETA counts toward: --max-images, or a saved `--dry-run` count of this query (not for
+        follow's later passes, which list only what is new)."""
+        count = dry_counts.load(self.cfg.state, self.query) if self.resume else None
+        return progress.total(self.cfg.max_images, count, len(state.done))
 
     def _invalid(self, why: str) -> None:
         if self._invalid_logged < 5:

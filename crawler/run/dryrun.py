@@ -1,10 +1,16 @@
 """`crawl --dry-run`: walk the pages a crawl would walk and say what it would fetch, fetching no image.
 
 Uses the crawl's own selection (filters, done-set, --max-images/--max-pages/--since), at the API rate
-limit, and writes nothing: no lock, no manifest record, no folder. A feed that ends at about --depth-cap
-is reported depth-capped; with --deep the whole proof is walked from the start (its chains share one
-done-set, so an image listed by several is counted once), and the report says what it cost and whether
-gaps remain.
+limit. It takes no lock and writes no image, no manifest record and no snapshot: the one thing it
+writes is its tally (`dry_counts`: matched, already mirrored, to fetch), into `dry-run-counts.json`
+in the mirror's state folder (created if need be), under the query's key, so that a later crawl of
+the same query shows an ETA. Only a walk that reached the end of the listing (the feed ended, was
+depth-capped, reached --since, or --deep's proof finished) is saved: an interrupted dry run (Ctrl-C),
+an API error or a --max-images/--max-pages stop counted part of it and saves nothing (an earlier
+count of the query stays). A folder that cannot be written is reported in the last lines, not fatal.
+A feed that ends at about --depth-cap is reported depth-capped; with --deep the whole proof is walked
+from the start (its chains share one done-set, so an image listed by several is counted once), and
+the report says what it cost and whether gaps remain.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import random
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -26,6 +33,7 @@ from crawler.keys import KeySet
 from crawler.net.errors import last_request
 from crawler.net.retry import RequestFailed
 from crawler.net.sessions import open_net
+from crawler.run import dry_counts
 from crawler.run.chains import make_chains
 from crawler.run.proof import Proof, Watch
 from crawler.state import records, resume
@@ -33,6 +41,9 @@ from crawler.state.fold import ResumeState
 from crawler.state.manifest import MANIFEST_NAME, iter_records
 from crawler.stats import CrawlStats
 from crawler.stops import Stop
+
+# Stops after which the walk has counted the whole listing a crawl of the query would walk.
+WHOLE = frozenset({Stop.FEED_ENDED, Stop.DEPTH_CAPPED, Stop.SINCE_REACHED, Stop.GAPS_REMAIN})
 
 # CivitAI's JPEGs at default quality; used only when the mirror has nothing to measure yet.
 ASSUMED_BYTES_PER_PIXEL = 0.25
@@ -59,6 +70,7 @@ class DryRunReport:
     stats: CrawlStats | None = None
     chains: int = 0  # --deep: chains the proof paged
     gaps: list[str] | None = None  # --deep: parts it could not prove (None: not a deep dry run)
+    saved: str = ""  # what became of the tally (saved for the crawl's ETA, or why not)
 
 
 def _assumed() -> Estimate:
@@ -170,14 +182,28 @@ async def dry_run(cfg: CrawlConfig, log: TextIO = sys.stderr) -> DryRunReport:
     report.matched = report.to_fetch + report.already_done
     report.api_calls = counters.requests
     report.pages = counters.pages
+    report.saved = _save(cfg, report, len(state.done), start is None)
     return report
+
+
+def _save(cfg: CrawlConfig, report: DryRunReport, mirrored: int, from_top: bool) -> str:
+    """Keep the tally for a later crawl's ETA when it covers the whole listing; say what happened."""
+    if report.reason not in WHOLE:
+        return f"count not saved: the walk stopped early ({report.reason}), so it covers part of the listing"
+    count = dry_counts.DryCount(report.matched, report.already_done, report.to_fetch, mirrored, from_top,
+                                datetime.now(UTC).isoformat(timespec="seconds"))
+    try:
+        dry_counts.save(cfg.state, cfg.query_identity(), count)
+    except OSError as e:
+        return f"count not saved: {dry_counts.path_of(cfg.state)}: {e.strerror or e}"
+    return f"count saved in {dry_counts.path_of(cfg.state)}: a crawl of this query shows an ETA"
 
 
 def format_report(report: DryRunReport, resumed: bool = False) -> list[str]:
     assert report.stats is not None and report.estimate is not None
     filtered = ", ".join(f"{k}: {v}" for k, v in report.stats.filtered.most_common()) or "none"
     lines = [
-        f"dry run: {report.pages} page(s), {report.api_calls} API call(s); nothing was downloaded or written",
+        f"dry run: {report.pages} page(s), {report.api_calls} API call(s); nothing was downloaded",
         f"matched:      {report.matched} image(s)",
         f"already mirrored: {report.already_done}",
         f"to fetch:     {report.to_fetch}",
@@ -189,5 +215,7 @@ def format_report(report: DryRunReport, resumed: bool = False) -> list[str]:
         lines.append(f"deep:         {report.chains} chain(s) paged, {report.pages} API page(s); "
                      + (f"gaps remain in {len(report.gaps)} part(s)" if report.gaps else "no gaps: proven complete"))
         lines.extend(f"  gap {text}" for text in report.gaps)
+    if report.saved:
+        lines.append(report.saved)
     lines.append(f"stopped: {report.message}")
     return lines

@@ -1,4 +1,4 @@
-"""What runs beside the pipeline until the crawl ends: flushing, group commits, progress, the plan's expiry.
+"""What runs beside the pipeline until the crawl ends: flushing, group commits, the disk reserve, the plan's expiry.
 
 Each is a coroutine the crawl starts in its task group and cancels when the workers are done. A full
 disk met here stops the crawl through the stop control.
@@ -10,20 +10,15 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
-from typing import Any, TextIO
 
 from crawler.config.quantities import show_size
 from crawler.config.settings import CrawlConfig
-from crawler.feed.items import Job
-from crawler.feed.pages import FeedCounters
-from crawler.logs import Logger, clock
-from crawler.run.progress import show
+from crawler.logs import clock
 from crawler.run.stopping import StopControl
 from crawler.state import snapshot
 from crawler.state.durability import GroupCommit
 from crawler.state.fold import ResumeState
 from crawler.state.manifest import ManifestWriter
-from crawler.stats import CrawlStats
 from crawler.stops import Stop
 from crawler.store.errors import DiskFull
 
@@ -97,35 +92,3 @@ def show_size_mb(n: int) -> str:
 
 def duration(seconds: float) -> str:
     return clock(seconds)
-
-
-async def progress(cfg: CrawlConfig, stats: CrawlStats, queue: asyncio.Queue[Job | None], pages: FeedCounters,
-                   logger: Logger, stream: TextIO) -> None:
-    """The live line (or a log line every --log-interval) until cancelled."""
-
-    def snapshot_now() -> tuple[int, int, str]:
-        extra = ""
-        total = cfg.max_images
-        if total:
-            settled = stats.done + stats.failed + stats.gone
-            held = min(total, settled + stats.skipped_done)  # already-mirrored images of the query count toward N
-            rate = settled / stats.elapsed()
-            eta = (total - held) / rate if rate > 0 else None
-            extra = f" | {held}/{total}" + (f", ETA {duration(eta)}" if eta is not None else "")
-        return queue.qsize(), pages.pages, extra
-
-    def fields() -> dict[str, Any]:
-        if not logger.json:
-            return {}
-        return {"done": stats.done, "failed": stats.failed, "gone": stats.gone, "bytes": stats.bytes,
-                "queue": queue.qsize(), "pages": pages.pages}
-
-    side = None
-    log_mode = cfg.progress == "log" or (cfg.progress == "auto" and not stream.isatty())
-    if logger.also is not None and not log_mode:  # (in log mode `emit` reaches the file through `logger`)
-        to_file = Logger(logger.also, cfg.log_format, **logger.context)
-
-        def side(text: str) -> None:  # --log-file: log lines in the file whatever the terminal shows
-            to_file.info(text, **fields())
-    await show(stats, snapshot_now, cfg.progress, cfg.log_interval, stream,
-               emit=lambda text: logger.info(text, **fields()), side=side)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 from conftest import cli, done_records, flags_list, run_crawl
@@ -15,7 +16,7 @@ from crawler.simulator import SimConfig, SimThread
 ALL = {"browsingLevel": "31"}
 
 
-def test_dry_run_fetches_nothing_writes_nothing_and_predicts_the_crawl(tmp_path):
+def test_dry_run_fetches_nothing_writes_only_its_count_and_predicts_the_crawl(tmp_path):
     out = tmp_path / "m"
     with SimThread(SimConfig(images=400, seed=50, gone=0.05)) as sim:
         # Part of it mirrored already, so "already mirrored" and the measured size estimate are exercised.
@@ -26,8 +27,10 @@ def test_dry_run_fetches_nothing_writes_nothing_and_predicts_the_crawl(tmp_path)
         dry = cli("crawl", "--dry-run", "--out", str(out), *flags_list(sim.api_base, browsing_level=31, min_width=600))
         cdn_during_dry = sim.log.count(kind="cdn")
         api_during_dry = sim.log.count(kind="api")
-        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+        # Its one file is its count (for a later crawl's ETA): no image, no manifest record, no snapshot.
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted([*before, Path("dry-run-counts.json")])
         assert (out / "manifest.jsonl").read_bytes() == manifest
+        [saved] = json.loads((out / "dry-run-counts.json").read_text()).values()
         real = cli("crawl", "--out", str(out), *flags_list(sim.api_base, browsing_level=31, min_width=600))
         assert real.returncode == 0, real.stderr
         fresh = cli("crawl", "--dry-run", "--out", str(tmp_path / "never"), *flags_list(sim.api_base, browsing_level=31))
@@ -41,7 +44,9 @@ def test_dry_run_fetches_nothing_writes_nothing_and_predicts_the_crawl(tmp_path)
     assert int(counts["already mirrored"]) == c["skipped_done"]
     assert "measured over" in counts["estimated"] and f"{api_during_dry} API call" in dry.stdout
     assert "too-narrow" in counts["filtered out"]
-    assert not (tmp_path / "never").exists() and "assumed" in fresh.stdout
+    assert (saved["matched"], saved["already_mirrored"], saved["to_fetch"]) == (
+        int(counts["matched"].split()[0]), int(counts["already mirrored"]), to_fetch)
+    assert "assumed" in fresh.stdout and {p.name for p in (tmp_path / "never").iterdir()} == {"dry-run-counts.json"}
     # The real crawl's last lines and `status` say what was filtered out, by reason, in words.
     assert f"filtered out: too-narrow: {c['filtered']['too-narrow']}" in real.stderr
     assert " already mirrored" in real.stderr and " skipped " not in real.stderr

@@ -134,4 +134,4 @@ def test_a_dry_run_of_models_pages_the_models_endpoint(tmp_path):
     assert paths and set(paths) == {"/api/v1/models"}, collections.Counter(paths)
     assert f"{len(paths)} API call(s)" in result.stdout, result.stdout
     assert f"to fetch:     {len(expected)}" in result.stdout, result.stdout
-    assert not (tmp_path / "never").exists()
+    assert not (tmp_path / "never" / "manifest.jsonl").exists() and not (tmp_path / "never" / "images").exists()

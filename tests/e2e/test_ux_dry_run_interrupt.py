@@ -1,4 +1,5 @@
-"""Ctrl-C during `crawl --dry-run` prints the tally so far (and exits 130), rather than nothing."""
+"""Ctrl-C during `crawl --dry-run` prints the tally so far (and exits 130), rather than nothing, and saves no
+count: a partial tally would give a later crawl a wrong ETA."""
 
 from __future__ import annotations
 
@@ -30,3 +31,5 @@ def test_ctrl_c_during_a_dry_run_prints_the_tally_so_far(tmp_path):
     assert "dry run:" in out and "matched:" in out
     pages = int(out.split("dry run: ")[1].split(" page")[0])
     assert 2 <= pages < 40  # the pages walked before the signal, not a full walk
+    assert "count not saved: the walk stopped early (interrupted)" in out, out
+    assert not (tmp_path / "m").exists()  # no count file, so not even the folder
