@@ -158,10 +158,22 @@ def test_deep_proves_each_partition_of_a_plan_and_refuses_another_sort_saying_wh
             expected.update(sim.catalogue.expected({**ALL, "baseModels": value}))
         sort = cli("crawl", "--out", str(tmp_path / "s"), "--deep", "--sort", "Most Reactions",
                    *flags_list(sim.api_base, browsing_level=31))
-    assert code == EXIT_OK, err[-2000:]
+        assert code == EXIT_OK, err[-2000:]
+        assert_complete(tmp_path / "m", expected)
+        first = {r["id"] for r in done_records(tmp_path / "m")}
+        # A rerun proves afresh (the finished proof reset the plan's own chains) and finds new uploads.
+        sim.catalogue.add_new(60)
+        again = cli("crawl", "--out", str(tmp_path / "m"), "--plan", str(plan), "--deep",
+                    *flags_list(sim.api_base, browsing_level=31, depth_cap=200), timeout=120)
+        after: dict[int, str] = {}
+        for value in values:
+            after.update(sim.catalogue.expected({**ALL, "baseModels": value}))
+    assert again.returncode == EXIT_OK, again.stderr[-2000:]
+    assert len(set(after) - set(expected)) > 0, "no new upload fell in the plan's base models: nothing tested"
+    assert_complete(tmp_path / "m", after)
+    assert {r["id"] for r in done_records(tmp_path / "m")} - first == set(after) - set(expected)
     assert "--deep proved the listing complete" in err.strip().splitlines()[-1], err[-500:]
     assert len(expected) > 800
-    assert_complete(tmp_path / "m", expected)
     ids = [r["id"] for r in done_records(tmp_path / "m")]
     assert len(ids) == len(set(ids))
     status = orjson.loads(cli("status", "--out", str(tmp_path / "m"), "--json").stdout)
