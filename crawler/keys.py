@@ -31,6 +31,13 @@ class KeySet:
         else:
             self.strs.add(key)  # type: ignore[arg-type]
 
+    def add_ids(self, ids: BitMap64) -> None:
+        """Non-negative integer ids in bulk (a run of a manifest): one union of bitmaps."""
+        self.ints |= ids
+
+    def discard_ids(self, ids: BitMap64) -> None:
+        self.ints -= ids
+
     def discard(self, key: Key) -> None:
         if type(key) is int and key >= 0:
             self.ints.discard(key)

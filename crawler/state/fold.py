@@ -10,6 +10,13 @@ from crawler.state import records
 from crawler.state.records import CHECKPOINT, DONE, FAILED, GONE, HWM, IMAGE, REF, key_of
 
 
+def recheck_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """What a re-check of a done record needs: holding whole records (with their items) until the
+    next commit churned the allocator enough to grow RSS with every image."""
+    return {"id": record.get("id"), "uuid": record.get("uuid"), "path": record.get("path"),
+            "sha256": record.get("sha256")}
+
+
 @dataclass(slots=True)
 class ResumeState:
     """What a new run needs from the log: keys already settled, failures to retry, where to resume.
@@ -34,6 +41,10 @@ class ResumeState:
     # The fold's own state (all queries), kept so that it can be continued after a snapshot.
     durable_upto: int | None = None
     tail: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # done records past the last marker
+    # More of the tail, not yet built (`scan.fold` keeps runs of done records as byte ranges): the done
+    # records on lines starting in [lo, end) of the manifest, read from the line start `first`.
+    # `scan.settle` turns them into `tail` entries; `for_query` needs that done first.
+    spans: list[tuple[int, int, int]] = field(default_factory=list)  # (first, end, lo)
     checkpoints: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     high_waters: dict[str, str] = field(default_factory=dict)
     tainted: bool = False  # a write failed midway: the fold may not match the file, never snapshot it
@@ -58,10 +69,7 @@ class ResumeState:
                 self.done.add(key)
                 self.failed.pop(key, None)
                 self.gone.discard(key)
-                # Only what a re-check needs: holding whole records (with their items) until the next
-                # commit churned the allocator enough to grow RSS with every image.
-                self.tail.append((offset, {"id": record.get("id"), "uuid": record.get("uuid"),
-                                           "path": record.get("path"), "sha256": record.get("sha256")}))
+                self.tail.append((offset, recheck_entry(record)))
             elif status == GONE:
                 self.gone.add(key)
                 self.failed.pop(key, None)
@@ -73,6 +81,7 @@ class ResumeState:
         elif (upto := records.durable_upto(record)) is not None:
             self.durable_upto = upto
             self.tail = [(o, r) for o, r in self.tail if o >= upto]
+            self.spans = [(first, end, max(lo, upto)) for first, end, lo in self.spans if end > upto]
             for query, entries in self.checkpoints.items():
                 trusted = [c for c in entries if c[0] < upto]
                 self.checkpoints[query] = trusted[-1:] + [c for c in entries if c[0] >= upto]

@@ -4,7 +4,8 @@ Records are only ever appended (in small batches, one write(2) each), so kill -9
 the last line; readers skip a bad line, report its number once, and never rewrite the user's file.
 The effective state of an image is its last record. What each record holds, and how to ask it, is
 `crawler.state.records`; this module only moves records to and from the file, and is the one way the
-log is read (`iter_records`, `iter_records_at`).
+log is read record by record (`iter_records`, `iter_records_at`); `crawler.state.scan` folds it in bulk,
+to the same result, when a mirror starts without a resume snapshot.
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ class ManifestWriter:
     def sync(self) -> None:
         """fsync the log; safe from another thread while the loop appends (never during close)."""
         os.fsync(self._fd)
+
+    def fileno(self) -> int:
+        """The log's descriptor, for a group commit's syncfs of its filesystem (same rule as `sync`)."""
+        return self._fd
 
     def close(self, sync: bool = True) -> None:
         if self._fd < 0:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crawler.state import snapshot
+from crawler.state import scan, scan_parallel, snapshot
 from crawler.state.fold import ResumeState
-from crawler.state.manifest import iter_records_at
 
 
 def load(path: Path, query: str, models: bool = False, snapshots: bool = True, save: bool = True) -> ResumeState:
@@ -19,14 +18,12 @@ def load(path: Path, query: str, models: bool = False, snapshots: bool = True, s
     state = snapshot.load(path, models) if snapshots else None
     if state is None:
         state = ResumeState(refs=set() if models else None, by_uuid={} if models else None)
-    fresh = 0
     first = state.lines
-    progress = [state.covered, 0]
-    for offset, record in iter_records_at(path, lambda n, _raw: state.bad_lines.append(first + n),
-                                          start=state.covered, progress=progress):
-        state.feed(offset, record)
-        fresh += 1
-    state.covered, state.lines = progress[0], first + progress[1]
-    if snapshots and save and fresh >= snapshot.WORTH_SAVING:
+    folded = scan_parallel.fold(path, state, start=state.covered,
+                                on_bad_line=lambda n, _raw: state.bad_lines.append(first + n))
+    state.covered, state.lines = folded.covered, first + folded.lines
+    if state.durable_upto is not None:
+        scan.settle(path, state)  # the done records past the last marker are to be re-checked
+    if snapshots and save and folded.records >= snapshot.WORTH_SAVING:
         snapshot.save(path, state)
     return state.for_query(query)

@@ -20,7 +20,7 @@ from crawler.state.fold import ResumeState
 from crawler.state.records import key_of
 
 NAME = ".resume-snapshot"
-VERSION = 1
+VERSION = 2  # 2: the tail may be held as byte ranges (`spans`)
 WORTH_SAVING = 50_000  # records read beyond the snapshot before a new one is written
 _PROBE = 4096
 
@@ -66,7 +66,7 @@ def save(manifest: Path, state: ResumeState, appended: tuple[int, int] | None = 
     meta = {
         "done_strs": sorted(state.done.strs), "gone_strs": sorted(state.gone.strs),
         "failed": list(state.failed.values()), "durable_upto": state.durable_upto,
-        "tail": state.tail, "checkpoints": state.checkpoints, "high_waters": state.high_waters,
+        "tail": state.tail, "spans": state.spans, "checkpoints": state.checkpoints, "high_waters": state.high_waters,
         "refs": None if state.refs is None else [[k, s] for k, s in state.refs],
         "by_uuid": state.by_uuid, "bad_lines": state.bad_lines, "records": state.records,
     }
@@ -108,6 +108,7 @@ def load(manifest: Path, models: bool) -> ResumeState | None:
             by_uuid=meta["by_uuid"] if models else None,
             bad_lines=meta["bad_lines"], records=meta["records"], durable_upto=meta["durable_upto"],
             tail=[(o, r) for o, r in meta["tail"]],
+            spans=[(first, end, lo) for first, end, lo in meta["spans"]],
             checkpoints={q: [(o, r) for o, r in entries] for q, entries in meta["checkpoints"].items()},
             high_waters=meta["high_waters"],
         )
