@@ -1,4 +1,7 @@
 """Group `latency`: the simulator adds 50 ms to every response; images/s at several concurrencies.
+
+Issue 17's target: where latency, not the wire, bounds the rate (concurrency 128 and 256), our crawl
+moves images (between the first and last image request at the simulator) at >= 0.9 x the bare loop.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from bench.procs import SimProcess
 def latency(args: argparse.Namespace, report: Report, work: Path, aria2c: str | None) -> dict[str, Any]:
     latency_ms = 50
     total = 2_000 if args.quick else 4_000
-    levels = (8, 32, 128)
+    levels = (8, 32, 128, 256)
+    rounds = 1 if args.quick else 2
     report.print(f"\n2. Latency: the simulator adds {latency_ms} ms to every response; {total}-image catalogue "
                  f"(~{CEILING_BODY // 1024} KB), at concurrency c the first " +
-                 (f"min({total}, max(400, 25c))" if args.quick else f"min({total}, max(600, 40c))") + " URLs")
+                 (f"min({total}, max(400, 25c))" if args.quick else f"min({total}, max(600, 40c))") + " URLs"
+                 + (f", best of {rounds} interleaved rounds" if rounds > 1 else ""))
     logs = work / "logs"
     rows = []
     with SimProcess(["--images", str(total), "--body-bytes", str(CEILING_BODY), "--prewarm",
@@ -32,13 +37,17 @@ def latency(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
             url_file.write_text("\n".join(urls[:n]) + "\n")
             tools = _tools(sim.api_base, url_file, c, n, aria2c if not args.quick else None)
             row: dict[str, Any] = {"concurrency": c, "images": n, "ideal_rate": c / (latency_ms / 1000)}
-            for name, make, is_crawl in tools:
-                out = fresh_dir(work / "out")
-                check = crawl_check(n, set(urls[:n])) if is_crawl else file_check(n)
-                one = measure(f"lat{c}-{name}", 0, make(out), out, sim, n, logs, 600, check)
-                shutil.rmtree(out, ignore_errors=True)
-                row[name] = {"rate": one.rate, "xfer_rate": one.xfer_rate, "wall": one.wall, "cpu": one.cpu,
-                             "sim_cpu": one.sim_cpu, "ok": one.ok, "note": one.note[:300]}
+            for r in range(rounds):  # interleaved, the order turned each round; the best round of each is kept
+                for name, make, is_crawl in (tools if r % 2 == 0 else tools[::-1]):
+                    out = fresh_dir(work / "out")
+                    check = crawl_check(n, set(urls[:n])) if is_crawl else file_check(n)
+                    one = measure(f"lat{c}-{name}", r, make(out), out, sim, n, logs, 600, check)
+                    shutil.rmtree(out, ignore_errors=True)
+                    cell = {"rate": one.rate, "xfer_rate": one.xfer_rate, "wall": one.wall, "cpu": one.cpu,
+                            "sim_cpu": one.sim_cpu, "ok": one.ok, "note": one.note[:300]}
+                    best = row.get(name)
+                    if best is None or (cell["ok"], cell["xfer_rate"] or 0) > (best["ok"], best["xfer_rate"] or 0):
+                        row[name] = cell
             rows.append(row)
     names = ["bare write", "ours"] + (["aria2c tuned"] if aria2c and not args.quick else [])
     report.print(f"   {'c':>5}{'images':>8}{'ideal/s':>9}" + "".join(f"{n + ' img/s (xfer)':>27}" for n in names))
@@ -51,6 +60,16 @@ def latency(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
         report.print(f"   {row['concurrency']:>5}{row['images']:>8}{row['ideal_rate']:>9.0f}{cells}")
     report.print("   (ideal = c / 50 ms; img/s over the whole command including start-up; xfer = between the first "
                  "and last image request at the simulator)")
+    for row in rows:
+        c = row["concurrency"]
+        ours, bare = row["ours"], row["bare write"]
+        ratio = ours["xfer_rate"] / bare["xfer_rate"] if ours["ok"] and bare["ok"] and ours["xfer_rate"] and \
+            bare["xfer_rate"] else None
+        row["ours/bare_xfer"] = ratio
+        if c >= 128:
+            v = report.target(f"latency c={c}: ours xfer >= 0.9 x bare write", ratio, ">= 0.9",
+                              None if ratio is None else ratio >= 0.9)
+            report.print(f"   c={c}: ours/bare write (xfer) {fmt(ratio, '.2f')}  (target >= 0.9)  {v}")
     failed = [f"c={r['concurrency']} {n}: {r[n]['note']}" for r in rows for n in names if not r[n]["ok"]]
     for line in failed:
         report.print(f"   FAILED {line}")

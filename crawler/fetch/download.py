@@ -67,6 +67,7 @@ class Downloader:
         self.headers = {"User-Agent": user_agent, "Accept": "image/*,video/*;q=0.9,*/*;q=0.1"}
         self.rng = rng
         self.counters = DownloadCounters()
+        self._allowed: dict[str, bool] = {}  # origin (the URL up to its path) -> allowed; a few hosts
 
     @classmethod
     def from_config(cls, cfg: CrawlConfig, net: Net, store: Store, rng: random.Random,
@@ -107,10 +108,25 @@ class Downloader:
                        content_type=saved.content_type)
 
     async def fetch(self, key: Key, url: str, video: bool = False) -> Saved:
-        if not urls.is_allowed(url, self.allowed_hosts):
+        if not self._is_allowed(url):
             raise Fatal("refused-host", f"host {urls.host_of(url) or '?'} is not allowed (see --allow-host)")
         return await attempts(lambda: self._attempt(key, url, video), self.policy, self.rng,
                               pause_host=self._pause, on_retry=self.counters.count_retry)
+
+    def _is_allowed(self, url: str) -> bool:
+        """`urls.is_allowed`, parsed once per origin: scheme, credentials, host and port all precede the
+        path, so every URL of one origin gets the same answer (a URL without a path is asked directly)."""
+        scheme, sep, _ = url.partition("://")
+        end = url.find("/", len(scheme) + 3) if sep and scheme.isalpha() else -1
+        if end < 0 or "?" in url[:end] or "#" in url[:end]:
+            return urls.is_allowed(url, self.allowed_hosts)
+        origin = url[:end]
+        allowed = self._allowed.get(origin)
+        if allowed is None:
+            allowed = urls.is_allowed(origin + "/", self.allowed_hosts)
+            if len(self._allowed) < 1024:
+                self._allowed[origin] = allowed
+        return allowed
 
     def _pause(self, seconds: float) -> None:
         self.gate.pause(seconds)
@@ -127,12 +143,13 @@ class Downloader:
                     if response.status in (301, 302, 303, 307, 308):
                         url = self._redirect_target(url, response)
                         continue
-                    self._check_status(response)
-                    if video and layout.media_type(response.content_type).startswith("image/"):
+                    # The raw header, split by us: aiohttp's `content_type` runs a full MIME parser per response.
+                    content_type = layout.media_type(response.headers.get("Content-Type"))
+                    self._check_status(response, content_type)
+                    if video and content_type.startswith("image/"):
                         # Users' one-frame webps: a size transform answered a video with a still.
-                        raise Fatal("video-as-still", f"a video answered as {layout.media_type(response.content_type)}; "
-                                    "try --video-original")
-                    return await self._save(key, response)
+                        raise Fatal("video-as-still", f"a video answered as {content_type}; try --video-original")
+                    return await self._save(key, response, content_type)
             except aiohttp.ClientPayloadError as e:
                 raise Retryable("truncated", str(e)[:200]) from None
             except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -148,12 +165,12 @@ class Downloader:
             raise Fatal("refused-redirect", f"redirect to host {urls.host_of(target) or '?'} is not allowed")
         return target
 
-    def _check_status(self, response: aiohttp.ClientResponse) -> None:
+    def _check_status(self, response: aiohttp.ClientResponse, content_type: str) -> None:
         status = response.status
         if status == 200:
-            if not layout.is_media(response.content_type):
+            if not layout.is_media(content_type):
                 # A 200 HTML page is a CDN or proxy error page, often transient.
-                raise Retryable("not-media", f"Content-Type {layout.media_type(response.content_type) or 'missing'}")
+                raise Retryable("not-media", f"Content-Type {content_type or 'missing'}")
             length = response.content_length
             if length is not None and length > self.max_bytes:
                 raise Fatal("too-large", f"{length} bytes is over --max-bytes {self.max_bytes}")
@@ -165,8 +182,7 @@ class Downloader:
             raise Retryable(f"http-{status}", retry_after=retry_after)
         raise Fatal(f"http-{status}")
 
-    async def _save(self, key: Key, response: aiohttp.ClientResponse) -> Saved:
-        content_type = layout.media_type(response.content_type)
+    async def _save(self, key: Key, response: aiohttp.ClientResponse, content_type: str) -> Saved:
         final_rel = layout.relative_path(key, content_type)
         digest = hashlib.sha256()
         total = 0

@@ -1,22 +1,53 @@
 """Group commit: make recently finished files, then the manifest, durable about once a second.
 
     commits = GroupCommit(writer)      # one per crawl
-    commits.add(final_path)            # after each rename into place (cheap: a list append)
-    await commits.run()                # a task: fsyncs batches in a thread, off the event loop
+    commits.add(final_path)            # after each file is linked into place (cheap: a list append)
+    await commits.run()                # a task: syncs batches in a thread, off the event loop
 
 Records are written the moment an image is done (so kill -9 loses nothing); a `durable` marker
 `{"upto": offset}` is appended only after the files of every record before `offset`, their folders
-and the manifest itself were fsynced. After a power loss, only done records past the last marker can
-name a damaged file: `ResumeState` re-checks exactly those.
+and the manifest itself reached the disk. After a power loss, only done records past the last marker
+can name a damaged file: `ResumeState` re-checks exactly those.
+
+How a batch reaches the disk: one syncfs(2) per filesystem the batch touches (the manifest's
+included), which writes back what is still dirty, commits the journal once and flushes the disk's
+cache -- the single flush of git's `core.fsyncMethod=batch`, without a call per file. Per-file fsync
+forced one journal commit per file, thousands a second, each stalling the event loop's next file
+creation (measured on ext4: 2-6 s per 1,000-2,000-file batch against ~0.1-0.2 s for one syncfs).
+Starting each file's write-back as it is linked (sync_file_range, git's first step) was measured
+too: it moved that work onto the event loop and made the crawl slower, so it is not done. syncfs
+also writes what other programs left dirty on the same filesystem; it reports write-back errors
+since Linux 5.8. Where syncfs is missing (not Linux), every file, its folder and the manifest are
+fsynced instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+from collections.abc import Callable
 
 from crawler.state import records
 from crawler.state.manifest import ManifestWriter
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux (or no libc to ask): fsync each file instead
+        return None
+
+
+_syncfs = _libc_syncfs()
+
+
+def syncfs(fd: int) -> None:
+    """Write back and commit the whole filesystem `fd` lives on, disk cache included (syncfs(2))."""
+    assert _syncfs is not None
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 class GroupCommit:
@@ -60,7 +91,7 @@ class GroupCommit:
                 await asyncio.shield(syncing)
             except asyncio.CancelledError:
                 # The thread goes on regardless; hand the batch to the final commit so no marker
-                # ever claims a file whose fsync was not seen to finish.
+                # ever claims a file whose sync was not seen to finish.
                 self._pending[:0] = batch
                 raise
             self.files_synced += len(batch)
@@ -71,6 +102,35 @@ class GroupCommit:
 
 
 def _sync(files: list[str], writer: ManifestWriter) -> None:
+    if _syncfs is None:
+        _sync_each(files, writer)
+        return
+    manifest_fd = writer.fileno()
+    manifest_dev = os.fstat(manifest_fd).st_dev
+    others: dict[int, str] = {}  # another filesystem (--state apart from --out) -> a folder on it
+    seen: set[str] = set()
+    for path in files:
+        folder = path.rpartition("/")[0]
+        if folder in seen:
+            continue
+        seen.add(folder)
+        try:
+            dev = os.stat(folder).st_dev
+        except FileNotFoundError:
+            continue
+        if dev != manifest_dev:
+            others.setdefault(dev, folder)
+    for folder in others.values():
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+    syncfs(manifest_fd)  # last: the manifest's own filesystem, records included
+
+
+def _sync_each(files: list[str], writer: ManifestWriter) -> None:
+    """Without syncfs: fsync every file, each folder (the links themselves), then the manifest."""
     folders = set()
     for path in files:
         try:
@@ -82,7 +142,7 @@ def _sync(files: list[str], writer: ManifestWriter) -> None:
         finally:
             os.close(fd)
         folders.add(os.path.dirname(path))
-    for folder in folders:  # the renames themselves
+    for folder in folders:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)

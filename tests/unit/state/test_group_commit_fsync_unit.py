@@ -1,15 +1,20 @@
 """state/durability.py's promise counted, not read back from the flag it writes: before a `durable` marker
-is appended, every file added since the last one, each of their folders and the manifest itself were
-fsynced; `fsync=False` syncs nothing; a commit with nothing new writes nothing.
+is appended, the filesystem of every file added since the last one and of the manifest was synced
+(syncfs, once each), or -- where there is no syncfs -- every file, each of their folders and the
+manifest were fsynced; `fsync=False` syncs nothing; a commit with nothing new writes nothing.
 
-`os.fsync` is replaced by a recorder (the path of each fd, read from /proc) that then really syncs.
+`durability.syncfs` and `os.fsync` are replaced by recorders (`fs:<st_dev>` of each syncfs, the path
+of each fsynced fd read from /proc) that then really sync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,18 +25,39 @@ from crawler.state.manifest import MANIFEST_NAME, ManifestWriter, iter_records
 pytestmark = pytest.mark.timeout(30)
 
 _REAL_FSYNC = os.fsync
+_REAL_SYNCFS = durability.syncfs
 
 
 @pytest.fixture
 def synced(monkeypatch):
+    """Every sync the commit makes, in order; per-file fsync (no syncfs) unless the test asks for syncfs."""
     paths: list[str] = []
 
     def recording_fsync(fd: int) -> None:
         paths.append(os.readlink(f"/proc/self/fd/{fd}"))
         _REAL_FSYNC(fd)
 
+    def recording_syncfs(fd: int) -> None:
+        paths.append(f"fs:{os.fstat(fd).st_dev}")
+        _REAL_SYNCFS(fd)
+
     monkeypatch.setattr(durability.os, "fsync", recording_fsync)
+    monkeypatch.setattr(durability, "syncfs", recording_syncfs)
+    monkeypatch.setattr(durability, "_syncfs", None)
     return paths
+
+
+@pytest.fixture
+def synced_fs(synced, monkeypatch):
+    """As `synced`, with syncfs as Linux has it (the default path)."""
+    if durability._libc_syncfs() is None:
+        pytest.skip("no syncfs here")
+    monkeypatch.setattr(durability, "_syncfs", durability._libc_syncfs())
+    return synced
+
+
+def _fs(path) -> str:  # type: ignore[no-untyped-def]
+    return f"fs:{os.stat(path).st_dev}"
 
 
 class Writer(ManifestWriter):
@@ -194,3 +220,35 @@ async def test_by_default_2048_waiting_files_commit_at_once(tmp_path, synced):
     finally:
         task.cancel()
     assert commits.commits == 1
+
+
+async def test_one_syncfs_of_the_manifests_filesystem_covers_a_batch_before_its_marker(tmp_path, synced_fs):
+    writer = Writer(tmp_path / MANIFEST_NAME, synced_fs)
+    commits = GroupCommit(writer)
+    for path in _files(tmp_path, ["images/a/1.jpg", "images/a/2.jpg", "images/b/3.jpg"]):
+        writer.append({"kind": "image", "id": path})
+        commits.add(path)
+    await commits.commit()
+    assert writer.at_marker == [{_fs(tmp_path)}] and synced_fs == [_fs(tmp_path)]  # no fsync of any file
+    assert (commits.commits, commits.files_synced) == (1, 3)
+    writer.append({"kind": "image", "id": 4, "status": "gone"})
+    await commits.commit()
+    assert synced_fs == [_fs(tmp_path)] * 2 and len(writer.at_marker) == 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+async def test_images_on_another_filesystem_than_the_manifest_sync_both(tmp_path, synced_fs):
+    if _fs("/dev/shm") == _fs(tmp_path):
+        pytest.skip("no second filesystem (/dev/shm) to put images on")
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        writer = Writer(tmp_path / MANIFEST_NAME, synced_fs)
+        commits = GroupCommit(writer)
+        for path in _files(shm, ["images/a/1.jpg", "images/b/2.jpg"]):
+            writer.append({"kind": "image", "id": path})
+            commits.add(path)
+        await commits.commit()
+        assert writer.at_marker == [{_fs(shm), _fs(tmp_path)}]
+        assert synced_fs == [_fs(shm), _fs(tmp_path)]  # the manifest's last: its records after their files
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
