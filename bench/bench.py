@@ -10,13 +10,19 @@ Groups (each prints its part of the table; everything also goes to bench/results
            writing and discarding (bench/bare.py), and our full crawl (API pages, hashing, manifest,
            group commit), in interleaved rounds (full: 2, best of each; quick: 1); full mode also
            runs `--no-fsync` and one crawl under cProfile
-  latency  the simulator adds 50 ms to every response; images/s at concurrency 8 / 32 / 128
-  cpu      client user+sys CPU per 1,000 images (from the ceiling runs)
+  latency  the simulator adds 50 ms to every response; images/s at concurrency 8 / 32 / 128 / 256
+           (target at 128 and 256: ours >= 0.9 x the bare loop's transfer rate)
+  cpu      client user+sys CPU per 1,000 images (from the ceiling runs; target <= 1.15 x the bare
+           loop's that writes files)
+  tls      the ceiling comparison over HTTPS (the simulator's test CA): images/s, CPU per image and per
+           MB, TLS handshakes per 1,000 images (connection reuse)
+  large    the same at 2 MB per image over HTTP and HTTPS: MB/s and CPU per MB against the bare loop
   rate     --cdn-rps 200 --api-rps 2: achieved rates at the simulator and the busiest 1 s window, from
            a CDN-bound and an API-bound crawl run side by side
   memory   peak RSS crawling 10k vs 200k (quick: 50k) tiny images (onto tmpfs when there is room)
   resume   time from start to the first new download over a generated manifest of 1M and 10M
-           (quick: 1M) done records, then again on a restart (which may use a resume snapshot)
+           (quick: 1M) done records, then again on a restart (which may use a resume snapshot); the
+           fold alone without a snapshot, projected to 10M (target < 10 s)
   ray      the same 5,000 (quick: 2,000) ~50 KB images with --executor local, and --executor ray with 1
            and 2 actors on one local Ray head (`ray start --head --block`, 2 CPUs, 127.0.0.1, started once
            for the group, its own token), interleaved (full: 2 rounds, best of each): wall, images/s and
@@ -29,7 +35,7 @@ Groups (each prints its part of the table; everything also goes to bench/results
            < 400 MB and <= 1.5x the small peak
 
 Layout: bench/run.py (flags, the group loop, the targets), one module per group (ceiling.py with
-cpu, latency.py, rate.py, memory.py, resume.py, ray_group.py over ray_procs.py, serve_group.py,
+cpu, latency.py, tls_group.py (tls, large), rate.py, memory.py, resume.py, ray_group.py over ray_procs.py, serve_group.py,
 export_group.py), common.py (paths,
 command lines, the report, machine facts) and procs.py (child processes, the simulator process);
 bare.py, simserve.py and manifest_gen.py are the helpers the groups run.
