@@ -34,7 +34,7 @@ from crawler.run.chains import Producer, make_chains
 from crawler.run.executor import Executor, Port
 from crawler.run.finish import Outcome, conclude
 from crawler.run.local import LocalPool
-from crawler.run.ray_executor import RayDispatch
+from crawler.run.ray_executor import DownloadActors, RayDispatch
 from crawler.run.settle import Settler
 from crawler.run.stopping import StopControl
 from crawler.state import records
@@ -63,11 +63,12 @@ class Crawl:
                  resume: bool = True, retry_due: Callable[[dict[str, Any]], bool] | None = None,
                  track_newest: bool = False, query: str | None = None, quiet: bool = False,
                  partitions: list[Partition] | None = None, plan_expires: float | None = None,
-                 log_file: TextIO | None = None, **log_context: Any) -> None:
+                 log_file: TextIO | None = None, actors: DownloadActors | None = None, **log_context: Any) -> None:
         """`partitions`: a plan (`civitai-mirror plan`): each runs as its own cursor chain, in parallel,
         into this one mirror, sharing the API rate, the queue and the done-set. `plan_expires`: when
         its period windows stop being safe (`partitions.expires`); the crawl stops there. `log_file`: the
-        open --log-file, which gets every log line too."""
+        open --log-file, which gets every log line too. `actors`: --executor ray's download actors when the
+        caller keeps them across crawls (follow); None: the crawl places its own."""
         self.plan_expires = plan_expires
         self.cfg = cfg
         self.log_stream = log
@@ -88,6 +89,7 @@ class Crawl:
             self.query = plan_identity([chain.query for chain in self.chains])
         self._api_counters = FeedCounters()  # all chains' requests and pages together
         self._executor: Executor | None = None
+        self.actors = actors
         self._invalid_logged = 0
 
     # -- control (signals, follow, metrics) ----------------------------------------------------
@@ -211,7 +213,8 @@ class Crawl:
                      for n, chain in enumerate(self.chains)]
         port = Port(self._queue, settler.settle, self.stop, self.log)
         producer = Producer(self.chains, selectors, port, settler, self.stats, self._api_counters, self.retry_due)
-        executor: Executor = (RayDispatch(self.cfg, port, self.rng.randrange(2**32)) if self.cfg.executor == "ray"
+        executor: Executor = (RayDispatch(self.cfg, port, self.rng.randrange(2**32), self.actors)
+                              if self.cfg.executor == "ray"
                               else LocalPool(self.cfg, port, store, self.rng))
         self._executor = executor
         async with executor, asyncio.TaskGroup() as group:

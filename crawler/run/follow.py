@@ -4,12 +4,14 @@ The first pass is a full crawl (resumable, bounded by --since/--max-images if gi
 walks the feed from the top only down to the high-water mark (the newest createdAt of the last complete
 pass, minus a safety margin), then sleeps --interval with jitter. An API outage of any length is
 backed off and retried with one log line when it starts and one when it ends; only a signal, a fatal
-answer (bad key, region, bad query) or a full disk ends the process.
+answer (bad key, region, bad query) or a full disk ends the process. With --executor ray the download
+actors are placed once, when the follow starts, lent to every pass and ended when it exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 import time
@@ -26,6 +28,7 @@ from crawler.normalise import parse_time
 from crawler.run import periodic
 from crawler.run.crawl import Crawl
 from crawler.run.finish import Outcome
+from crawler.run.ray_executor import DownloadActors
 from crawler.state import compact as compact_mod
 from crawler.state.mirror import Mirror
 from crawler.stops import COMPLETE, EXIT_FAILED, EXIT_INTERRUPTED, FATAL, Stop
@@ -127,16 +130,22 @@ class Follower:
         return dataclasses.replace(self.cfg, sort="Newest", since=since,
                                    max_images=self.cfg.max_images if first else None)
 
+    def _actors(self) -> contextlib.AbstractAsyncContextManager[DownloadActors | None]:
+        """--executor ray: one set of download actors (and their CDN sessions) for every pass."""
+        if self.cfg.executor != "ray":
+            return contextlib.nullcontext()
+        return DownloadActors(self.cfg, self.rng.randrange(2**32), self.log)
+
     async def run(self) -> int:
         async with Mirror(self.cfg.state, self.query, self.log,
-                          images=None if self.cfg.remote else Path(self.cfg.out)) as mirror:
+                          images=None if self.cfg.remote else Path(self.cfg.out)) as mirror, self._actors() as actors:
             outage = 0
             while not self._stop.is_set():
                 self.passes += 1
                 first = self.passes == 1 and mirror.state.high_water is None
                 crawl = Crawl(self._pass_config(mirror, first), self.log_stream, resume=first,
                               retry_due=self.retry_due, track_newest=True, query=self.query, quiet=True,
-                              log_file=self.log_file, **{"pass": self.passes})
+                              log_file=self.log_file, actors=actors, **{"pass": self.passes})
                 self.current = crawl
                 try:
                     outcome = await crawl.run_in(mirror)

@@ -1,19 +1,27 @@
-"""--executor ray, the cluster side: joining Ray, the download actors and the board that pauses them all.
+"""--executor ray, the cluster side: joining Ray, and the download actors, which pause together on a 429.
+
+    async with DownloadActors(cfg, seed, log) as actors:  # placed once: one crawl, or every pass of a follow
+        stream = actors.handles[i].fetch.options(num_returns="streaming").remote(jobs)
 
 Each `DownloadActor` runs `Downloader.outcome` -- the local executor's code -- with its own CDN session
 (built by `open_net`, like every other), its own store (writing straight to the object store, or to
 --out on one machine or a shared filesystem) and 1/N of --cdn-rps, so the pool never exceeds it. A
-call returns a `Reply`: one `Fetched` per job, in order, and the request counts since the last call.
+call streams `Reply`s back: at most one per `STREAM_WAIT` with the jobs finished by then, so a stalled
+image holds back no other's result for longer than that, and the request counts since the last reply. A 429 at
+one actor pauses every actor ("slow the whole pool", as the CDN asks): it tells its peers at once, as a
+duration (nodes' clocks need not agree); nothing is polled. Placement fails with one ConfigError (no
+CPUs for the actors, or local --out with actors on other nodes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
-import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +38,16 @@ ray: Any = None
 RayError: Any = Exception
 RayTaskError: Any = Exception
 
-PAUSE_POLL = 0.2  # seconds between an actor's looks at the shared 429 pause
+# Seconds between a call's replies: a finished image's result waits at most this long. Each reply costs
+# the actor ~0.7 ms and the driver ~1 ms of Ray machinery (a whole call ~4 ms, on this loaded 2-core
+# machine), so a batch that finishes within it comes back in one reply, as a plain call would.
+STREAM_WAIT = 0.5
+# What an actor needs to reach the object store as the driver does. Passed as an argument, not through
+# Ray's runtime_env, which writes its variables into the cluster's logs.
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED")
+MAX_RESTARTS = 3  # Ray restarts a dead actor this often before its slots give up
+PLACEMENT_TIMEOUT = 120.0  # seconds for the cluster to start every actor
 
 
 def connect(cfg: CrawlConfig) -> None:
@@ -62,44 +79,84 @@ def connect(cfg: CrawlConfig) -> None:
         raise ConfigError(f"--executor ray: cannot join {where}: {str(e).splitlines()[0][:200]}") from None
 
 
+class DownloadActors:
+    """--download-workers actors and their pause board, placed on the cluster once and ended once.
+
+    A crawl makes its own; `follow` makes one for the process and lends it to every pass, so the
+    actors (and their CDN connections) outlive a pass. `handles[i]` is actor i; `places[i]` its
+    (pid, node). `introduce(i)` tells actor i its peers again (after Ray restarted it).
+    """
+
+    def __init__(self, cfg: CrawlConfig, seed: int, log: Callable[[str], None]) -> None:
+        self.cfg, self.seed, self.log = cfg, seed, log
+        self.handles: list[Any] = []
+        self.places: list[tuple[int, str]] = []
+
+    async def __aenter__(self) -> DownloadActors:
+        cfg, workers = self.cfg, self.cfg.download_workers
+        connect(cfg)
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": MAX_RESTARTS, "max_task_retries": 0,
+                                   "scheduling_strategy": "SPREAD"}
+        # What the driver was given to reach the object store goes with the actors (nodes may have none).
+        env = {k: os.environ[k] for k in AWS_VARS if k in os.environ} if cfg.remote else {}
+        remote = ray.remote(DownloadActor).options(**options)
+        shipped = dataclasses.replace(cfg, api_key=None)  # the key goes to the API only: actors never see it
+        share = cfg.cdn_rps / workers
+        self.handles = [remote.remote(shipped, i, share, self.seed + i, env) for i in range(workers)]
+        try:
+            self.places = await asyncio.wait_for(asyncio.gather(*(wait(a.where.remote()) for a in self.handles)),
+                                                 PLACEMENT_TIMEOUT)
+            await asyncio.gather(*(wait(self.introduce(i)) for i in range(workers)))
+        except (TimeoutError, RayError) as e:
+            await self.close()
+            raise ConfigError(f"--executor ray: {workers} download worker(s) (1 CPU each) did not start within "
+                              f"{PLACEMENT_TIMEOUT:.0f}s ({type(e).__name__}); does the cluster have the CPUs?") from None
+        for i, (pid, node) in enumerate(self.places):
+            self.log(f"download worker {i}: pid {pid} on {node}, {share:g} images/s")
+        here = ray.util.get_node_ip_address()
+        elsewhere = sorted({node for _pid, node in self.places if node != here})
+        if elsewhere and not cfg.remote:
+            await self.close()
+            raise ConfigError(f"--out {cfg.out} is a local directory but download workers run on other nodes "
+                              f"({', '.join(elsewhere)}): give an object store URL (s3://bucket/prefix) as --out")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def introduce(self, index: int) -> Any:
+        """Actor `index` learns the others, to pause them on a 429 (a restarted actor has forgotten them)."""
+        return self.handles[index].meet.remote([h for i, h in enumerate(self.handles) if i != index])
+
+    async def close(self) -> None:
+        closing = [wait(a.close.remote()) for a in self.handles]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 10)
+        for actor in self.handles:
+            ray.kill(actor, no_restart=True)
+        self.handles = []
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One batch's results, in the order of its jobs, and the actor's CDN requests since its last reply."""
+    """Jobs of one call that finished together, as (position in the call, result), and the actor's CDN
+    requests since its last reply."""
 
-    results: list[Fetched]
+    results: list[tuple[int, Fetched]]
     requests: int = 0
     retries: int = 0
     throttled: int = 0
     bytes: int = 0
 
 
-class PauseBoard:
-    """One per crawl: a 429 seen by any actor pauses them all ("slow the whole pool", as the CDN asks).
-
-    Durations, not clock times, cross the cluster: the board keeps the deadline on its own clock, so
-    nodes' clocks need not agree. Actors report a pause when they get one and poll `remaining()`
-    every `PAUSE_POLL` seconds, so the others stop within that.
-    """
-
-    def __init__(self) -> None:
-        self._until = 0.0
-
-    def pause(self, seconds: float) -> None:
-        self._until = max(self._until, time.monotonic() + seconds)
-
-    def remaining(self) -> float:
-        return max(0.0, self._until - time.monotonic())
-
-
 class DownloadActor:
     """One download pool on a Ray worker: `Downloader.outcome` for each job it is sent."""
 
-    def __init__(self, cfg: CrawlConfig, index: int, rps: float, seed: int, env: dict[str, str],
-                 board: Any = None) -> None:
+    def __init__(self, cfg: CrawlConfig, index: int, rps: float, seed: int, env: dict[str, str]) -> None:
         os.environ.update(env)  # before the store is opened: botocore reads credentials and endpoint here
         self.cfg = cfg
-        self.board = board
-        self._watch: asyncio.Task[None] | None = None
+        self._peers: list[Any] = []  # the other actors' handles (`meet`)
+        self._gate: HostGate | None = None
         self.index = index
         self.rps = rps
         self.rng = random.Random(seed)
@@ -113,22 +170,36 @@ class DownloadActor:
         import ray as ray_here  # this runs in the actor's process, where connect() never ran
         return os.getpid(), ray_here.util.get_node_ip_address()
 
-    async def fetch(self, jobs: list[tuple[Key, str, str | None, bool]]) -> Reply:
-        """Each job is (key, url, the URL as listed when `url` rewrites it, whether the item is a video)."""
+    async def meet(self, peers: list[Any]) -> None:
+        self._peers = peers
+
+    async def pause(self, seconds: float) -> None:
+        """A peer got a 429: no request to the CDN for `seconds` (from now, on this node's clock)."""
+        if self._gate is not None:
+            self._gate.pause(seconds)
+
+    async def fetch(self, jobs: list[tuple[Key, str, str | None, bool]]) -> AsyncIterator[Reply]:
+        """Each job is (key, url, the URL as listed when `url` rewrites it, whether the item is a video).
+        Called with num_returns="streaming": the jobs finished so far, every `STREAM_WAIT` s until all are."""
         downloader = await self._ready()
         assert self._slots is not None
         slots = self._slots
 
-        async def one(key: Key, url: str, listed: str | None, video: bool) -> Fetched:
+        async def one(i: int, key: Key, url: str, listed: str | None, video: bool) -> tuple[int, Fetched]:
             async with slots:
-                return await downloader.outcome(key, url, listed, video)
+                return i, await downloader.outcome(key, url, listed, video)
 
-        results = await asyncio.gather(*(one(*job) for job in jobs))
-        return self._reply(list(results), downloader.counters)
+        pending = {asyncio.ensure_future(one(i, *job)) for i, job in enumerate(jobs)}
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=STREAM_WAIT)
+                if done:
+                    yield self._reply([task.result() for task in done], downloader.counters)
+        finally:
+            for task in pending:
+                task.cancel()
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
         await self._net.aclose()
         if self._store is not None:
             await self._store.close()
@@ -147,25 +218,16 @@ class DownloadActor:
         share = self.rps / cfg.cdn_rps
         net = await self._net.enter_async_context(open_net(cfg, api=False, cdn=True, cdn_rps=self.rps, share=share))
         assert net.cdn_gate is not None
+        self._gate = net.cdn_gate
         self._slots = asyncio.Semaphore(cfg.concurrency)
-        board = self.board
-        if board is not None:
-            self._watch = asyncio.ensure_future(self._follow_board(net.cdn_gate))
-        return Downloader.from_config(cfg, net, self._store, self.rng,
-                                      on_pause=board.pause.remote if board is not None else None)
+        return Downloader.from_config(cfg, net, self._store, self.rng, on_pause=self._pause_peers)
 
-    async def _follow_board(self, gate: HostGate) -> None:
-        """Pause when another actor was told to (a 429 there): the CDN sees one client."""
-        while True:
-            await asyncio.sleep(PAUSE_POLL)
-            try:
-                remaining = await self.board.remaining.remote()
-            except Exception:  # the board is gone (the crawl is ending): each actor still pauses itself
-                continue
-            if remaining > 0:
-                gate.pause(remaining)
+    def _pause_peers(self, seconds: float) -> None:
+        """The CDN sees one client: a 429 here pauses every actor. Not awaited (a dead peer pauses nothing)."""
+        for peer in self._peers:
+            peer.pause.remote(seconds)
 
-    def _reply(self, results: list[Fetched], now: DownloadCounters) -> Reply:
+    def _reply(self, results: list[tuple[int, Fetched]], now: DownloadCounters) -> Reply:
         last = self._reported
         reply = Reply(results, now.requests - last.requests, now.retries - last.retries,
                       now.throttled - last.throttled, now.bytes - last.bytes)

@@ -2,48 +2,44 @@
 
     async with RayDispatch(cfg, port, seed) as dispatch:  # joins Ray, places the actors (`ray_actor`)
         workers = dispatch.start(task_group)               # the feeder and one slot per in-flight batch
+    RayDispatch(cfg, port, seed, actors=shared)           # follow: every pass uses the same actors
 
 The driver (this process) keeps everything that must have one writer: API pages, the cursor, page
 checkpoints and the manifest. Jobs are sent to actors in small batches of (key, url) pairs; each actor
-runs `Downloader.outcome` -- the local executor's code (see `ray_actor`) -- and returns one `Fetched`
-per job, which the driver settles through the port exactly as local workers do.
+runs `Downloader.outcome` -- the local executor's code (see `ray_actor`) -- and streams the results
+back as they finish (a Ray streaming generator), which the driver settles through the port exactly as
+local workers do: one stalled image holds back no other image's record.
 
 Back-pressure: at most `in_flight` batches per actor exist at once (a semaphore), so neither Ray's
-object store nor the driver's memory grows with the feed. An actor that dies loses nothing: the
-batches it held go back to the queue and any live actor takes them (Ray restarts the dead one up to
-`MAX_RESTARTS` times); records are written only for results that came back. A driver kill -9 leaves
-its actors to Ray, which ends them with the job; the next run resumes from the manifest.
+object store nor the driver's memory grows with the feed. An actor that dies loses nothing: what it
+had not yet reported goes back to the queue and any live actor takes it (Ray restarts the dead one up
+to `MAX_RESTARTS` times); records are written only for results that came back. A driver kill -9
+leaves its actors to Ray, which ends them with the job; the next run resumes from the manifest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import os
+from dataclasses import dataclass
 from typing import Any
 
-from crawler.config.settings import ConfigError, CrawlConfig
+from crawler.config.settings import CrawlConfig
 from crawler.feed.items import Job
 from crawler.fetch.download import DownloadCounters
 from crawler.fetch.result import Fetched
 from crawler.run import ray_actor
 from crawler.run.executor import Port
-from crawler.run.ray_actor import DownloadActor, PauseBoard, Reply, connect, wait
+from crawler.run.ray_actor import DownloadActors, Reply, connect, wait
 from crawler.stops import Stop
 
-__all__ = ["BATCH", "RayDispatch", "connect", "in_flight_batches"]
+__all__ = ["BATCH", "DownloadActors", "RayDispatch", "connect", "in_flight_batches"]
 
-# Jobs per remote call: the driver's cost per call (~1 ms of Ray machinery) spread over many images
-# (0.33 ms/image of driver CPU at 16, 0.22 at 64 in `make bench`), small enough that a slow image
-# holds back few others' records.
-BATCH = 32
+# Jobs per remote call, at most: a call costs the driver and the actor ~4 ms of Ray machinery together,
+# so the more images share it the better; results stream back as they finish, so the size no longer
+# decides how long a slow image holds back others' records. A batch takes only what the crawl's queue
+# holds (64 at --concurrency 16), never waiting to fill.
+BATCH = 64
 BATCH_ATTEMPTS = 3  # a batch whose actor died this often is settled as failed (it may be what kills them)
-# What an actor needs to reach the object store as the driver does. Passed as an argument, not through
-# Ray's runtime_env, which writes its variables into the cluster's logs.
-AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED")
-MAX_RESTARTS = 3  # Ray restarts a dead actor this often before its slots give up
-PLACEMENT_TIMEOUT = 120.0  # seconds for the cluster to start every actor
 _SLOT_FAILURES = 5  # consecutive failed calls after which a slot stops taking batches
 
 
@@ -53,81 +49,50 @@ def in_flight_batches(concurrency: int) -> int:
     return max(3, -(-4 * concurrency // BATCH))
 
 
+@dataclass(slots=True, eq=False)
+class _Batch:
+    jobs: list[Job]  # not yet settled
+    attempts: int = 0  # times an actor died holding it
+
+
 class RayDispatch:
     """The driver's side: hands batches of the crawl's queue to actors and settles what comes back."""
 
-    def __init__(self, cfg: CrawlConfig, port: Port, seed: int) -> None:
+    def __init__(self, cfg: CrawlConfig, port: Port, seed: int, actors: DownloadActors | None = None) -> None:
         self.port = port
-        self.seed = seed
         self.cfg = cfg
         self.workers = cfg.download_workers
         self.in_flight = in_flight_batches(cfg.concurrency)
+        self._own = actors is None  # placed (and ended) by this dispatch, not lent by a follow
+        self.actors = actors if actors is not None else DownloadActors(cfg, seed, port.log)
         self._counters = DownloadCounters()
-        self._actors: list[Any] = []
-        self._board: Any = None
-        self._batches: asyncio.Queue[list[Job] | None] = asyncio.Queue()
+        self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue()
         self._permits = asyncio.Semaphore(self.workers * self.in_flight)
         self._outstanding = 0  # batches handed out and not yet settled
         self._idle = asyncio.Event()
         self._idle.set()
         self._live_slots = 0
         self.requeued = 0  # jobs given back after an actor failed
-        self._attempts: dict[int, int] = {}  # id(batch) -> times its actor died holding it
         self._down_until = [0.0] * self.workers  # per actor: loop time before which its slots take no work
+        self._restarted: set[int] = set()  # actors that failed: once back, they are told their peers again
 
     @property
     def counters(self) -> DownloadCounters:
         return self._counters
 
     async def __aenter__(self) -> RayDispatch:
-        connect(self.cfg)
-        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": MAX_RESTARTS, "max_task_retries": 0,
-                                   "scheduling_strategy": "SPREAD"}
-        # What the driver was given to reach the object store goes with the actors (nodes may have none).
-        env = {k: os.environ[k] for k in AWS_VARS if k in os.environ} if self.cfg.remote else {}
-        remote = ray_actor.ray.remote(DownloadActor).options(**options)
-        # The key goes to the API only: actors never see it.
-        shipped = dataclasses.replace(self.cfg, api_key=None)
-        share = self.cfg.cdn_rps / self.workers
-        seed = self.seed
-        self._board = ray_actor.ray.remote(PauseBoard).options(num_cpus=0).remote()
-        self._actors = [remote.remote(shipped, i, share, seed + i, env, self._board) for i in range(self.workers)]
-        try:
-            places = await asyncio.wait_for(asyncio.gather(*(wait(a.where.remote()) for a in self._actors)),
-                                            PLACEMENT_TIMEOUT)
-        except (TimeoutError, ray_actor.RayError) as e:
-            await self._end_actors()
-            raise ConfigError(f"--executor ray: {self.workers} download worker(s) (1 CPU each) did not start within "
-                              f"{PLACEMENT_TIMEOUT:.0f}s ({type(e).__name__}); does the cluster have the CPUs?") from None
-        for i, (pid, node) in enumerate(places):
-            self.port.log(f"download worker {i}: pid {pid} on {node}, {share:g} images/s")
-        here = ray_actor.ray.util.get_node_ip_address()
-        elsewhere = sorted({node for _pid, node in places if node != here})
-        if elsewhere and not self.cfg.remote:
-            await self._end_actors()
-            raise ConfigError(f"--out {self.cfg.out} is a local directory but download workers run on other nodes "
-                              f"({', '.join(elsewhere)}): give an object store URL (s3://bucket/prefix) as --out")
+        if self._own:
+            await self.actors.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._end_actors()
-
-    async def _end_actors(self) -> None:
-        closing = [wait(a.close.remote()) for a in self._actors]
-        try:
-            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 10)
-        except TimeoutError:
-            pass
-        for actor in self._actors:
-            ray_actor.ray.kill(actor, no_restart=True)
-        self._actors = []
-        if self._board is not None:
-            ray_actor.ray.kill(self._board)
-            self._board = None
+        if self._own:
+            await self.actors.close()
 
     def start(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         """The tasks that stand for the pool: the crawl waits for all of them to end."""
-        slots = [group.create_task(self._slot(i)) for i in range(self.workers) for _ in range(self.in_flight)]
+        # Interleaved, so that batches go to the actors in turn (a small crawl is not all one actor's).
+        slots = [group.create_task(self._slot(i)) for _ in range(self.in_flight) for i in range(self.workers)]
         self._live_slots = len(slots)
         return [group.create_task(self._feed(len(slots)))] + slots
 
@@ -153,7 +118,7 @@ class RayDispatch:
                 await self._permits.acquire()
                 self._outstanding += 1
                 self._idle.clear()
-                self._batches.put_nowait(batch)
+                self._batches.put_nowait(_Batch(batch))
             # Batches given back by a failed actor keep the pool open until they are settled.
             await _first(self._idle.wait(), self.port.stop.stopped())
         finally:
@@ -161,7 +126,7 @@ class RayDispatch:
                 self._batches.put_nowait(None)
 
     async def _slot(self, index: int) -> None:
-        actor = self._actors[index]
+        actor = self.actors.handles[index]
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
@@ -173,8 +138,21 @@ class RayDispatch:
                 self._batches.put_nowait(batch)
                 await asyncio.sleep(down)
                 continue
+            jobs = batch.jobs
+            settled: set[int] = set()
             try:
-                reply: Reply = await wait(actor.fetch.remote([(job.key, job.url, job.listed, job.video) for job in batch]))
+                if index in self._restarted:
+                    self._restarted.discard(index)
+                    await wait(self.actors.introduce(index))
+                stream = actor.fetch.options(num_returns="streaming").remote(
+                    [(job.key, job.url, job.listed, job.video) for job in jobs])
+                async for ref in stream:
+                    reply: Reply = await wait(ref)
+                    self._count(reply)
+                    for i, result in reply.results:
+                        settled.add(i)
+                        if not self.port.settle(jobs[i], result):
+                            return  # the disk is full or refuses writes: the crawl is stopping
             except ray_actor.RayTaskError as e:  # our code raised in the actor (say, the store refused it): say why
                 cause = str(e.cause if getattr(e, "cause", None) is not None else e).strip().splitlines()
                 self.port.stop.request(Stop.EXECUTOR_FAILED, f"download worker {index} failed: "
@@ -182,18 +160,26 @@ class RayDispatch:
                 return
             except ray_actor.RayError as e:  # the actor died or cannot be reached
                 failures += 1
-                attempts = self._attempts[id(batch)] = self._attempts.get(id(batch), 0) + 1
-                if attempts >= BATCH_ATTEMPTS:  # it may be what kills them: give it up, not every actor
-                    self.port.log(f"{len(batch)} image(s) failed: their download worker died {attempts} times")
+                self._restarted.add(index)
+                batch.jobs = [job for i, job in enumerate(jobs) if i not in settled]
+                batch.attempts += 1
+                if not batch.jobs:
+                    self._done()
+                elif batch.attempts >= BATCH_ATTEMPTS:  # it may be what kills them: give it up, not every actor
+                    self.port.log(f"{len(batch.jobs)} image(s) failed: their download worker died {batch.attempts} times")
                     died = Fetched("failed", reason="worker-died",
-                                   error=f"the download worker died {attempts} times ({type(e).__name__})")
-                    if not self._settle(batch, [died] * len(batch)):
-                        return
+                                   error=f"the download worker died {batch.attempts} times ({type(e).__name__})")
+                    try:
+                        if not all(self.port.settle(job, died) for job in batch.jobs):
+                            return
+                    finally:
+                        self._done()
                     continue
-                self.requeued += len(batch)
-                self._batches.put_nowait(batch)  # any live actor takes it; its permit stays taken
-                self.port.log(f"download worker {index} failed ({type(e).__name__}); "
-                               f"{len(batch)} image(s) go back to the queue")
+                else:
+                    self.requeued += len(batch.jobs)
+                    self._batches.put_nowait(batch)  # any live actor takes it; its permit stays taken
+                    self.port.log(f"download worker {index} failed ({type(e).__name__}); "
+                                  f"{len(batch.jobs)} image(s) go back to the queue")
                 if failures >= _SLOT_FAILURES:
                     self._retire()
                     return
@@ -201,20 +187,14 @@ class RayDispatch:
                 self._down_until[index] = max(self._down_until[index], loop.time() + min(0.5 * 2 ** failures, 10.0))
                 continue
             failures = 0
-            self._count(reply)
-            if not self._settle(batch, reply.results):
-                return  # the disk is full or refuses writes: the crawl is stopping
+            self._done()
 
-    def _settle(self, batch: list[Job], results: list[Fetched]) -> bool:
-        self._attempts.pop(id(batch), None)
-        try:
-            # In order, and no further once the crawl is stopping (the disk is full or refuses writes).
-            return all(self.port.settle(job, result) for job, result in zip(batch, results, strict=True))
-        finally:
-            self._outstanding -= 1
-            if self._outstanding == 0:
-                self._idle.set()
-            self._permits.release()
+    def _done(self) -> None:
+        """A batch is settled: its permit goes back."""
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.set()
+        self._permits.release()
 
     def _retire(self) -> None:
         self._live_slots -= 1
@@ -237,4 +217,3 @@ async def _first(*aws: Any) -> None:
     finally:
         for task in tasks:
             task.cancel()
-

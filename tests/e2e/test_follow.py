@@ -8,12 +8,15 @@ import gc
 import io
 import json
 import random
+import re
 import subprocess
 import sys
 import time
 import tracemalloc
 import urllib.request
+from pathlib import Path
 
+import pytest
 from conftest import _NullLog, assert_complete, cli, crawl_config, done_records, flags_list
 
 from crawler.run.follow import Follower, FollowSettings
@@ -51,6 +54,42 @@ async def test_follow_mirrors_new_items_once_and_stops_at_the_high_water_mark(si
     assert api_per_pass[0] >= 300 // 20 * 0.4  # the first pass walks the whole feed
     # Later passes read only the head: 7 new items plus the margin fit in one or two pages of 20.
     assert all(calls <= 2 for calls in api_per_pass[1:]), api_per_pass
+
+
+@pytest.mark.timeout(180)
+async def test_follow_with_ray_places_its_actors_once_and_every_pass_uses_them(ray_cluster, sim_factory, tmp_path):
+    async with sim_factory(images=100, seed=67) as sim:
+        added, alive = [], []
+        placed = re.compile(r"download worker \d+: pid (\d+)")
+
+        def after(n, outcome):
+            pids = [int(m.group(1)) for text in f.log_stream.lines if (m := placed.search(text))]
+            alive.append((pids, [_running([pid]) for pid in pids]))
+            if n < 3:
+                added.extend(sim.catalogue.add_new(5))
+
+        f = follower(tmp_path, sim, FollowSettings(interval=0.05, passes=3), after, executor="ray",
+                     ray_address=ray_cluster, download_workers=2)
+        code = await f.run()
+        expected = sim.catalogue.expected(ALL)
+    assert code == 0 and f.passes == 3
+    assert_complete(tmp_path, expected)  # later passes fetched the new items
+    assert set(added) <= set(expected) and len(added) == 10
+    # Placed once, when the follow started: the same two processes served every pass.
+    assert all(pids == alive[0][0] and len(pids) == 2 and all(up) for pids, up in alive), alive
+    assert _ended(alive[0][0], within=20), "the actors outlived the follow"
+
+
+def _running(pids: list[int]) -> bool:
+    return any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def _ended(pids: list[int], within: float) -> bool:
+    """The processes are gone within `within` s (a killed process takes a moment to go)."""
+    deadline = time.monotonic() + within
+    while _running(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _running(pids)
 
 
 async def test_an_outage_of_several_passes_is_waited_out_with_one_line_each_way(sim_factory, tmp_path):
