@@ -29,7 +29,8 @@ CONCURRENCY = 16
 CEILING_IMAGES = 5_000
 CEILING_BODY = 50 * 1024
 UNTHROTTLED = ["--cdn-rps", "100000", "--api-rps", "1000"]
-CRAWL_COMMON = ["--browsing-level", "31", "--limit", "200", "--progress", "none"]
+# The bench's simulator has no depth cap: a crawl past --depth-cap's default (50,000) must not end depth-capped.
+CRAWL_COMMON = ["--browsing-level", "31", "--limit", "200", "--progress", "none", "--depth-cap", "1000000000"]
 
 def child_env() -> dict[str, str]:
     """The environment without proxy settings: every request of the bench goes to 127.0.0.1 directly."""
