@@ -13,7 +13,9 @@ import signal
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -76,31 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         flags = crawl_flags()
+        runners: dict[str, Callable[[], dict[str, Any]]] = {
+            "ceiling": lambda: ceiling(args, report, work, aria.get("path"), flags),
+            "latency": lambda: latency(args, report, work, aria.get("path")),
+            "tls": lambda: tls_group(args, report, work),
+            "large": lambda: large_group(args, report, work),
+            "rate": lambda: rate(args, report, work),
+            "memory": lambda: memory(args, report, work),
+            "resume": lambda: resume(args, report, work),
+            "ray": lambda: ray_group(args, report, work, flags),
+            "serve": lambda: serve_group(args, report, work),
+            "export": lambda: export_group(args, report, work),
+        }
         for group in GROUPS:
             if group not in only:
                 continue
             t = time.monotonic()
             try:
-                if group == "ceiling":
-                    report.data["ceiling"] = ceiling(args, report, work, aria.get("path"), flags)
-                elif group == "latency":
-                    report.data["latency"] = latency(args, report, work, aria.get("path"))
-                elif group == "rate":
-                    report.data["rate"] = rate(args, report, work)
-                elif group == "memory":
-                    report.data["memory"] = memory(args, report, work)
-                elif group == "resume":
-                    report.data["resume"] = resume(args, report, work)
-                elif group == "ray":
-                    report.data["ray"] = ray_group(args, report, work, flags)
-                elif group == "serve":
-                    report.data["serve"] = serve_group(args, report, work)
-                elif group == "export":
-                    report.data["export"] = export_group(args, report, work)
-                elif group == "tls":
-                    report.data["tls"] = tls_group(args, report, work)
-                elif group == "large":
-                    report.data["large"] = large_group(args, report, work)
+                report.data[group] = runners[group]()
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one broken group must not hide the others' numbers

@@ -55,15 +55,21 @@ def iter_records_at(path: Path, on_bad_line: Callable[[int, bytes], None] | None
                 progress[0], progress[1] = offset, number
             if not line.strip():
                 continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+            record = parse_line(line)
+            if record is None:
                 if on_bad_line is not None:
                     on_bad_line(number, line)
                 continue
             yield at, record
+
+
+def parse_line(line: bytes) -> Record | None:
+    """The record on one (non-blank) line, or None when it holds none: torn, not JSON, or without a kind."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("kind"), str) else None
 
 
 class ManifestWriter:
