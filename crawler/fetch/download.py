@@ -67,7 +67,6 @@ class Downloader:
         self.headers = {"User-Agent": user_agent, "Accept": "image/*,video/*;q=0.9,*/*;q=0.1"}
         self.rng = rng
         self.counters = DownloadCounters()
-        self._allowed: dict[str, bool] = {}  # origin (the URL up to its path) -> allowed; a few hosts
 
     @classmethod
     def from_config(cls, cfg: CrawlConfig, net: Net, store: Store, rng: random.Random,
@@ -108,25 +107,10 @@ class Downloader:
                        content_type=saved.content_type)
 
     async def fetch(self, key: Key, url: str, video: bool = False) -> Saved:
-        if not self._is_allowed(url):
+        if not urls.is_allowed(url, self.allowed_hosts):
             raise Fatal("refused-host", f"host {urls.host_of(url) or '?'} is not allowed (see --allow-host)")
         return await attempts(lambda: self._attempt(key, url, video), self.policy, self.rng,
                               pause_host=self._pause, on_retry=self.counters.count_retry)
-
-    def _is_allowed(self, url: str) -> bool:
-        """`urls.is_allowed`, parsed once per origin: scheme, credentials, host and port all precede the
-        path, so every URL of one origin gets the same answer (a URL without a path is asked directly)."""
-        scheme, sep, _ = url.partition("://")
-        end = url.find("/", len(scheme) + 3) if sep and scheme.isalpha() else -1
-        if end < 0 or "?" in url[:end] or "#" in url[:end]:
-            return urls.is_allowed(url, self.allowed_hosts)
-        origin = url[:end]
-        allowed = self._allowed.get(origin)
-        if allowed is None:
-            allowed = urls.is_allowed(origin + "/", self.allowed_hosts)
-            if len(self._allowed) < 1024:
-                self._allowed[origin] = allowed
-        return allowed
 
     def _pause(self, seconds: float) -> None:
         self.gate.pause(seconds)

@@ -82,7 +82,7 @@ def tls_context(cfg: NetSettings) -> ssl.SSLContext | bool:
     env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     if cfg.ca_file is None and env == (None, None):
         return True
-    return _context(cfg.ca_file, env, _stamp(cfg.ca_file or env[0]))
+    return _context(cfg.ca_file, env, (_stamp(cfg.ca_file or env[0]), _stamp(None if cfg.ca_file else env[1])))
 
 
 def _stamp(path: str | None) -> int:
@@ -93,9 +93,9 @@ def _stamp(path: str | None) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _context(ca_file: str | None, _env: tuple[str | None, str | None], _stamp: int) -> ssl.SSLContext:
+def _context(ca_file: str | None, _env: tuple[str | None, str | None], _stamp: tuple[int, int]) -> ssl.SSLContext:
     # Cached: reading a CA store costs ~50 ms, and open_net runs more than once per command. The
-    # environment's values and the file's mtime are in the key: a changed one makes a new context.
+    # environment's values and the file's and folder's mtimes are in the key: a changed one makes a new context.
     return ssl.create_default_context(cafile=ca_file)
 
 

@@ -50,8 +50,7 @@ def synced(monkeypatch):
 @pytest.fixture
 def synced_fs(synced, monkeypatch):
     """As `synced`, with syncfs as Linux has it (the default path)."""
-    if durability._libc_syncfs() is None:
-        pytest.skip("no syncfs here")
+    assert durability._libc_syncfs() is not None, "no syncfs in this libc: the default path is untested"
     monkeypatch.setattr(durability, "_syncfs", durability._libc_syncfs())
     return synced
 
@@ -236,10 +235,9 @@ async def test_one_syncfs_of_the_manifests_filesystem_covers_a_batch_before_its_
     assert synced_fs == [_fs(tmp_path)] * 2 and len(writer.at_marker) == 2
 
 
-@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
 async def test_images_on_another_filesystem_than_the_manifest_sync_both(tmp_path, synced_fs):
-    if _fs("/dev/shm") == _fs(tmp_path):
-        pytest.skip("no second filesystem (/dev/shm) to put images on")
+    assert _fs("/dev/shm") != _fs(tmp_path), \
+        "no second filesystem (/dev/shm) to put images on: the test needs one"
     shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
     try:
         writer = Writer(tmp_path / MANIFEST_NAME, synced_fs)
@@ -252,3 +250,21 @@ async def test_images_on_another_filesystem_than_the_manifest_sync_both(tmp_path
         assert synced_fs == [_fs(shm), _fs(tmp_path)]  # the manifest's last: its records after their files
     finally:
         shutil.rmtree(shm, ignore_errors=True)
+
+
+async def test_a_failed_syncfs_writes_no_marker_and_counts_nothing_synced(tmp_path, synced_fs, monkeypatch):
+    """An I/O error on the commit (EIO from write-back) must surface, never be vouched for by a marker."""
+    def failing_syncfs(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durability, "syncfs", failing_syncfs)
+    writer = Writer(tmp_path / MANIFEST_NAME, synced_fs)
+    commits = GroupCommit(writer)
+    for path in _files(tmp_path, ["images/a/1.jpg", "images/a/2.jpg"]):
+        writer.append({"kind": "image", "id": path})
+        commits.add(path)
+    with pytest.raises(OSError):
+        await commits.commit()
+    writer.flush()
+    assert writer.at_marker == [] and commits.files_synced == 0 and commits.commits == 0
+    assert not [r for r in iter_records(tmp_path / MANIFEST_NAME) if r["kind"] == records.DURABLE]
