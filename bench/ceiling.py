@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import io
 import pstats
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from bench.common import (
     fresh_dir,
     list_urls,
     manifest_summary,
+    retire,
     settle_disk,
     tree_stats,
 )
@@ -165,10 +165,10 @@ def ceiling(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
                              f"cpu {one.cpu:5.2f}s  sim cpu {one.sim_cpu:5.2f}s  other {one.other_cpu:4.2f}s"
                              + ("" if one.ok else f"  FAILED: {one.note[:300]}"))
                 if out is not None:
-                    shutil.rmtree(out, ignore_errors=True)
+                    retire(out)
         profile = None if args.quick else profile_crawl(work, sim, n, logs)
         sim_startup = sim.startup_s
-    shutil.rmtree(work / "out", ignore_errors=True)
+    retire(work / "out")
 
     per_tool: dict[str, dict[str, Any]] = {}
     for name, _, _ in tools:
@@ -276,7 +276,7 @@ def profile_crawl(work: Path, sim: SimProcess, n: int, logs: Path) -> dict[str, 
     settle_disk()
     result = run(crawl_cmd(out, sim.api_base, "--concurrency", str(CONCURRENCY), *UNTHROTTLED, profile=prof),
                  logs / "profile.log", 600)
-    shutil.rmtree(out, ignore_errors=True)
+    retire(out)
     if result.rc != 0 or not prof.exists():
         return {"error": f"profiled crawl failed: rc {result.rc}; {result.log_tail[-300:]!r}"}
     stats = pstats.Stats(str(prof), stream=io.StringIO())

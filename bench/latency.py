@@ -7,13 +7,12 @@ moves images (between the first and last image request at the simulator) at >= 0
 from __future__ import annotations
 
 import argparse
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.ceiling import crawl_check, file_check, measure
-from bench.common import BENCH, CEILING_BODY, PY, UNTHROTTLED, Report, crawl_cmd, fmt, fresh_dir, list_urls
+from bench.common import BENCH, CEILING_BODY, PY, UNTHROTTLED, Report, crawl_cmd, fmt, fresh_dir, list_urls, retire
 from bench.procs import SimProcess
 
 
@@ -42,7 +41,7 @@ def latency(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
                     out = fresh_dir(work / "out")
                     check = crawl_check(n, set(urls[:n])) if is_crawl else file_check(n)
                     one = measure(f"lat{c}-{name}", r, make(out), out, sim, n, logs, 600, check)
-                    shutil.rmtree(out, ignore_errors=True)
+                    retire(out)
                     cell = {"rate": one.rate, "xfer_rate": one.xfer_rate, "wall": one.wall, "cpu": one.cpu,
                             "sim_cpu": one.sim_cpu, "ok": one.ok, "note": one.note[:300]}
                     best = row.get(name)

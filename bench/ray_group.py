@@ -9,14 +9,13 @@ start-up is spread as a long crawl spreads it: the median over rounds of each ro
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.ceiling import crawl_check
-from bench.common import CEILING_BODY, CONCURRENCY, UNTHROTTLED, Report, crawl_cmd, fmt, fresh_dir, list_urls, settle_disk
+from bench.common import CEILING_BODY, CONCURRENCY, UNTHROTTLED, Report, crawl_cmd, fmt, fresh_dir, list_urls, retire, settle_disk
 from bench.procs import LIVE, Child, SimProcess, kill_group, machine_cpu
 from bench.ray_procs import (
     RAY_CPUS,
@@ -188,7 +187,7 @@ def ray_group(args: argparse.Namespace, report: Report, work: Path, flags: str) 
             out = fresh_dir(work / "out")
             warm = Child(command(out, max(RAY_WORKERS), "--max-images", "400"), logs / "ray-warmup.log", 300,
                          env=head.env).wait()
-            shutil.rmtree(out, ignore_errors=True)
+            retire(out)
             if warm.rc != 0:
                 raise RuntimeError(f"the warm-up crawl with --executor ray failed (rc {warm.rc}): {warm.log_tail[-400:]!r}")
             for r in range(rounds):
@@ -198,7 +197,7 @@ def ray_group(args: argparse.Namespace, report: Report, work: Path, flags: str) 
                     one = ray_measure(name, r, command(out, workers), out, sim, n, url_set, logs, workers, head,
                                       sampler, 300)
                     runs.append(one)
-                    shutil.rmtree(out, ignore_errors=True)
+                    retire(out)
                     report.print(f"   round {r + 1}: {name:<7} {one['rate']:6.0f} img/s  wall {one['wall']:5.2f}s  "
                                  f"driver {one['driver_cpu']:5.2f}s  actors {one['actors_cpu']:5.2f}s  "
                                  f"daemons {one['daemons_cpu']:4.2f}s  sim {one['sim_cpu']:4.2f}s  "
@@ -213,7 +212,7 @@ def ray_group(args: argparse.Namespace, report: Report, work: Path, flags: str) 
             if pid != head.pid:
                 kill_group(pid)
         head.stop()
-    shutil.rmtree(work / "out", ignore_errors=True)
+    retire(work / "out")
     if head.leftovers:
         report.print(f"   WARNING: Ray processes left after `ray start` ended, killed: {head.leftovers}")
 

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import ssl
 import statistics
 import urllib.request
@@ -36,6 +35,7 @@ from bench.common import (
     fmt,
     fresh_dir,
     list_urls,
+    retire,
 )
 from bench.procs import SimProcess, run
 
@@ -140,7 +140,7 @@ def _one(work: Path, logs: Path, group: str, side: Side, tool: str, round_no: in
         one = measure(f"{group}-{_slug(side.proto, tool)}", round_no, cmd, out, side.sim, n, logs, 600, check)
     one.tool = _slug(side.proto, tool)
     after = _handshakes(side)
-    shutil.rmtree(out, ignore_errors=True)
+    retire(out)
     # The second reading's own connection is one handshake of its own: not the client's.
     return one, None if before is None or after is None else after - before - 1
 
