@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from crawler.cli.parsing import Subparsers, add_mirror
-from crawler.cli.running import require_mirror
+from crawler.cli.parsing import Subparsers, add_mirror, require_mirror
 from crawler.config.settings import state_root
 from crawler.state.compact import compact
 from crawler.state.lock import DirLock

@@ -10,8 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from crawler.cli.parsing import STORAGE_OPTION_HELP, Subparsers, add_mirror
-from crawler.cli.running import require_mirror
+from crawler.cli.parsing import STORAGE_OPTION_HELP, Subparsers, add_mirror, require_mirror
 from crawler.config.settings import ConfigError, state_root
 from crawler.export import dataset
 from crawler.locations import is_remote, local_path, parse_storage_options

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TypeAlias
 
 from crawler.config.quantities import DURATION_EXAMPLE, SIZE_EXAMPLE, parse_duration, parse_size
 from crawler.config.settings import ConfigError
+from crawler.state.manifest import MANIFEST_NAME
 from crawler.stops import EXIT_USAGE
 
 PROG = "civitai-mirror"
@@ -50,3 +52,11 @@ def _positive(value: float, text: str, flag: str, example: str) -> float:
     if value <= 0:
         raise ConfigError(f"{flag}: {text!r} must be more than zero ({example})")
     return value
+
+
+def require_mirror(root: Path) -> None:
+    """`root` holds a manifest, or a ConfigError saying what it is instead."""
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory")
+    if not (root / MANIFEST_NAME).exists():
+        raise ConfigError(f"{root} has no {MANIFEST_NAME}: not a mirror (yet)")

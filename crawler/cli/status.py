@@ -10,8 +10,7 @@ import sys
 
 import orjson
 
-from crawler.cli.parsing import PROG, Subparsers, add_mirror, duration
-from crawler.cli.running import require_mirror
+from crawler.cli.parsing import PROG, Subparsers, add_mirror, duration, require_mirror
 from crawler.config.settings import state_root
 from crawler.state import report
 from crawler.stops import EXIT_FAILED, EXIT_OK

@@ -12,8 +12,8 @@ import argparse
 from contextlib import nullcontext
 from pathlib import Path
 
-from crawler.cli.parsing import STORAGE_OPTION_HELP, Subparsers, add_mirror
-from crawler.cli.running import require_mirror, run_loop
+from crawler.cli.parsing import STORAGE_OPTION_HELP, Subparsers, add_mirror, require_mirror
+from crawler.cli.running import run_loop
 from crawler.config.settings import ConfigError, state_root
 from crawler.locations import parse_storage_options
 from crawler.state import repair, report

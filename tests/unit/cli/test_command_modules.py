@@ -19,7 +19,8 @@ FAST = ["--browsing-level", "31", "--progress", "none", "--api-rps", "1000", "--
 
 def test_every_command_module_offers_add_parser_and_run_and_is_listed(capsys):
     names = {"crawl", "plan", "follow", "compact", "config", "status", "verify", "export", "sim"}
-    assert all(callable(m.add_parser) and callable(m.run) for m in cli_main.COMMANDS)
+    modules = [cli_main.command_module(name) for name in cli_main.COMMANDS]
+    assert all(callable(m.add_parser) and callable(m.run) for m in modules)
     with pytest.raises(SystemExit) as exit_:
         cli_main.main(["--help"])
     text = capsys.readouterr().out
