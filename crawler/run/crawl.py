@@ -141,8 +141,14 @@ class Crawl:
                 mirror.state.tainted = True  # the next start reads the log itself, not a snapshot of it
 
     async def _run(self, state: ResumeState, writer: ManifestWriter) -> Outcome:
+        commits = GroupCommit(writer, fsync=self.cfg.fsync)
+        try:
+            return await self._run_committing(state, writer, commits)
+        finally:
+            commits.close()  # the folder fds it holds open on filesystems other than the manifest's
+
+    async def _run_committing(self, state: ResumeState, writer: ManifestWriter, commits: GroupCommit) -> Outcome:
         cfg = self.cfg
-        commits = GroupCommit(writer, fsync=cfg.fsync)
         store = make_store(cfg.out, cfg.storage_options())
         try:
             await store.open()

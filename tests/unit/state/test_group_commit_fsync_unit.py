@@ -1,7 +1,9 @@
 """state/durability.py's promise counted, not read back from the flag it writes: before a `durable` marker
 is appended, the filesystem of every file added since the last one and of the manifest was synced
 (syncfs, once each), or -- where there is no syncfs -- every file, each of their folders and the
-manifest were fsynced; `fsync=False` syncs nothing; a commit with nothing new writes nothing.
+manifest were fsynced; `fsync=False` syncs nothing; a commit with nothing new writes nothing. On a
+filesystem other than the manifest's, syncfs goes through one folder fd held from the first batch
+there until `close()`.
 
 `durability.syncfs` and `os.fsync` are replaced by recorders (`fs:<st_dev>` of each syncfs, the path
 of each fsynced fd read from /proc) that then really sync.
@@ -167,7 +169,7 @@ async def test_a_commit_cancelled_while_syncing_hands_its_files_to_the_next(tmp_
     started = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def slow_sync(files, writer):  # type: ignore[no-untyped-def]
+    def slow_sync(files, writer, others):  # type: ignore[no-untyped-def]
         loop.call_soon_threadsafe(started.set)
         time.sleep(0.3)
 
@@ -248,6 +250,53 @@ async def test_images_on_another_filesystem_than_the_manifest_sync_both(tmp_path
         await commits.commit()
         assert writer.at_marker == [{_fs(shm), _fs(tmp_path)}]
         assert synced_fs == [_fs(shm), _fs(tmp_path)]  # the manifest's last: its records after their files
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+async def test_one_folder_fd_per_other_filesystem_is_held_across_commits_until_close(tmp_path, synced_fs, monkeypatch):
+    """syncfs reports only errors since its fd was opened: the fd on the images' filesystem is opened
+    once, at the first batch there, and stays open (the same one) until close(); each folder's
+    filesystem is asked once, not once a batch."""
+    assert _fs("/dev/shm") != _fs(tmp_path), \
+        "no second filesystem (/dev/shm) to put images on: the test needs one"
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def recording_stat(path, *args, **kw):  # type: ignore[no-untyped-def]
+        if isinstance(path, str) and path.startswith(str(shm)):
+            stats.append(path)
+        return real_stat(path, *args, **kw)
+
+    def held() -> list[tuple[str, str]]:  # (fd, target) of every fd of ours open on a folder in `shm`
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except FileNotFoundError:  # the listing's own fd, closed since
+                continue
+            if target.startswith(str(shm)):
+                links.append((fd, target))
+        return links
+
+    monkeypatch.setattr(durability.os, "stat", recording_stat)
+    try:
+        writer = Writer(tmp_path / MANIFEST_NAME, synced_fs)
+        commits = GroupCommit(writer)
+        between = []
+        for names in (["images/a/1.jpg"], ["images/b/2.jpg", "images/a/3.jpg"], ["images/a/4.jpg"]):
+            for path in _files(shm, names):
+                writer.append({"kind": "image", "id": path})
+                commits.add(path)
+            await commits.commit()
+            between.append(held())
+        assert synced_fs == [_fs(shm), _fs(tmp_path)] * 3 and commits.commits == 3
+        assert between[0] == between[1] == between[2] and [t for _, t in between[0]] == [str(shm / "images" / "a")]
+        assert sorted(stats) == [str(shm / "images" / d) for d in "ab"]  # each folder asked once
+        commits.close()
+        assert held() == []
+        commits.close()  # twice is harmless
     finally:
         shutil.rmtree(shm, ignore_errors=True)
 
