@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from crawler.config import settings as config_mod
 from crawler.config.settings import ConfigError, CrawlConfig
 from crawler.net.retry import Retryable, attempts
 from crawler.net.sessions import open_net
+from crawler.state.files import write_durable
 
 PLAN_VERSION = 1
 BY = ("username", "base-model", "model-version", "period")
@@ -107,13 +107,8 @@ def save(path: Path, cfg: CrawlConfig, by: str, partitions: list[Partition], ove
     data = {"version": PLAN_VERSION, "created": _iso(datetime.now(UTC)), "by": by,
             "overlap_seconds": overlap.total_seconds(), "query": cfg.query_summary(),
             "partitions": [{"name": p.name, "settings": p.settings} for p in partitions]}
-    part = path.with_name(path.name + ".part")
     try:
-        with open(part, "wb") as f:
-            f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
+        write_durable(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     except OSError as e:
         raise ConfigError(f"--to {path}: cannot write the plan: {e.strerror or e}") from None
 

@@ -4,7 +4,7 @@
     count = dry_counts.load(root, query)              # the crawl: None when this query was never counted
 
 One small JSON file, `dry-run-counts.json` beside the manifest: an object of query key (the manifest's
-`query_identity`) -> counts. Written as a whole each time (temp file, fsync, rename), so a reader sees
+`query_identity`) -> counts. Written as a whole each time (`state/files.write_durable`), so a reader sees
 the old file or the new one, never half of one; other queries' entries are kept. Two dry runs ending at
 the same moment may lose one's entry (no lock: it is a hint for the progress line, not a record). A
 file that cannot be read or parsed counts as empty; a failed save is the caller's to report.
@@ -12,12 +12,13 @@ file that cannot be read or parsed counts as empty; a failed save is the caller'
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from crawler.state.files import write_durable
 
 NAME = "dry-run-counts.json"
 
@@ -67,14 +68,4 @@ def save(root: Path, query: str, count: DryCount) -> None:
     root.mkdir(parents=True, exist_ok=True)
     entries = _read(root)
     entries[query] = asdict(count)
-    target = path_of(root)
-    part = target.with_name(target.name + ".part")
-    try:
-        with open(part, "wb") as f:
-            f.write(orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, target)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    write_durable(path_of(root), orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))

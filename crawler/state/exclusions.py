@@ -2,9 +2,10 @@
 
 `export` leaves these images out and `status` counts them; the images and the manifest stay as they are,
 so an exclusion is undone by removing the key. Keys are written as `export` names them (the numeric id,
-else the uuid). Every change rewrites the file whole (a `.part` then rename, under an flock), so readers
-see the old list or the new one, never half a list; a missing file is an empty list. Lines that are
-blank or start with `#` are ignored, so the file may be edited by hand.
+else the uuid). Every change rewrites the file whole and durably (`files.write_durable`, under an
+flock), so readers see the old list or the new one, never half a list, and a power loss keeps the
+last change made; a missing file is an empty list. Lines that are blank or start with `#` are
+ignored, so the file may be edited by hand.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import fcntl
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from crawler.state.files import write_durable
 
 EXCLUSIONS_NAME = "exclusions.txt"
 _LOCK_NAME = ".exclusions.lock"
@@ -71,10 +74,5 @@ def _change(state_dir: Path, added: set[str], removed: set[str]) -> frozenset[st
 
 
 def _write(target: Path, keys: frozenset[str]) -> None:
-    part = target.with_name(target.name + ".part")
     body = "".join(f"{key}\n" for key in sorted(keys, key=lambda k: (not k.isdigit(), len(k), k)))
-    with open(part, "w", encoding="utf-8") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, target)
+    write_durable(target, body.encode("utf-8"))

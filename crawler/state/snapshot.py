@@ -3,7 +3,8 @@
 `DIR/.resume-snapshot` holds the `ResumeState` fold (done and gone sets as roaring bitmaps, failures,
 checkpoints, markers) and the manifest bytes it covers. It is a cache: it is used only if the
 manifest is the same file (inode, device) and its covered bytes still end the same way (a hash of
-the last 4 KiB), else it is ignored and rebuilt. Never fsynced; losing it costs one full read.
+the last 4 KiB), else it is ignored and rebuilt. Never fsynced (`files.write_whole`): losing it costs
+one full read, and one cut short by a power loss fails to parse and is ignored like a stale one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from crawler.keys import KeySet
+from crawler.state.files import write_whole
 from crawler.state.fold import ResumeState
 from crawler.state.records import key_of
 
@@ -71,13 +73,8 @@ def save(manifest: Path, state: ResumeState, appended: tuple[int, int] | None = 
         "by_uuid": state.by_uuid, "bad_lines": state.bad_lines, "records": state.records,
     }
     sections = [orjson.dumps(header), orjson.dumps(meta), state.done.serialize(), state.gone.serialize()]
-    target = manifest.parent / NAME
-    part = target.with_name(NAME + ".part")
-    with open(part, "wb") as f:
-        for section in sections:
-            f.write(struct.pack("<Q", len(section)))
-            f.write(section)
-    os.replace(part, target)
+    write_whole(manifest.parent / NAME, [piece for section in sections
+                                         for piece in (struct.pack("<Q", len(section)), section)])
     state.covered, state.lines = covered, lines
 
 
