@@ -114,7 +114,7 @@ class CrawlConfig:
                                      "item's own URL); a resized video may come back as one frame, failed "
                                      "video-as-still", minimum=1, maximum=100_000, metavar="PX")
     video_original: bool = option(False, "download videos as uploaded (original=true)")
-    fsync: bool = option(True, "fsync files, then the manifest, in group commits about once a second",
+    fsync: bool = option(True, "fsync files, then the manifest, in group commits about ten times a second",
                          off_help="skip fsync: faster, still safe against kill -9, but a power loss may lose recent "
                          "files (for scratch mirrors)")
     concurrency: int = option(16, "parallel image downloads", minimum=1, maximum=1024, metavar="N")

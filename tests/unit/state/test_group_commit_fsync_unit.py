@@ -12,6 +12,7 @@ of each fsynced fd read from /proc) that then really sync.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import tempfile
@@ -188,20 +189,54 @@ async def test_a_commit_cancelled_while_syncing_hands_its_files_to_the_next(tmp_
     await asyncio.sleep(0.35)  # the thread finishes on its own
 
 
-async def test_by_default_a_commit_comes_about_once_a_second(tmp_path):
+async def test_by_default_commits_come_about_ten_times_a_second_counted_from_the_last_start(tmp_path):
     writer = ManifestWriter(tmp_path / MANIFEST_NAME)
-    commits = GroupCommit(writer)
-    writer.append({"kind": "image", "id": 1, "status": "gone"})
-    began = time.monotonic()
+    commits = GroupCommit(writer, fsync=False)  # the pacing alone: no disk in the timing
     task = asyncio.ensure_future(commits.run())
+    seen_at = []
     try:
-        for _ in range(150):
-            if commits.commits:
-                break
-            await asyncio.sleep(0.02)
+        for n in range(6):
+            writer.append({"kind": "image", "id": n, "status": "gone"})
+            before = commits.commits
+            for _ in range(200):
+                if commits.commits > before:
+                    break
+                await asyncio.sleep(0.002)
+            seen_at.append(time.monotonic())
     finally:
         task.cancel()
-    assert commits.commits == 1 and 0.9 <= time.monotonic() - began < 1.6
+    gaps = [b - a for a, b in itertools.pairwise(seen_at)]
+    # Each record waits for the next tick: ~0.1 s apart, never the old second, never back to back.
+    assert commits.commits == 6 and all(0.08 <= g < 0.3 for g in gaps), gaps
+
+
+async def test_a_sync_longer_than_the_interval_is_followed_by_the_next_at_once(tmp_path, monkeypatch):
+    """Back to back while the disk is busy: the wait is counted from the previous commit's start."""
+    started: list[float] = []
+
+    def slow_sync(*_args: object) -> None:
+        started.append(time.monotonic())
+        time.sleep(0.6)
+
+    monkeypatch.setattr(durability, "_sync", slow_sync)
+    writer = ManifestWriter(tmp_path / MANIFEST_NAME)
+    commits = GroupCommit(writer, interval=0.5)
+    task = asyncio.ensure_future(commits.run())
+    try:
+        writer.append({"kind": "image", "id": 1, "status": "gone"})
+        for _ in range(500):
+            if started:
+                break
+            await asyncio.sleep(0.002)
+        writer.append({"kind": "image", "id": 2, "status": "gone"})  # waits while the first sync runs
+        for _ in range(1000):
+            if commits.commits == 2:
+                break
+            await asyncio.sleep(0.002)
+    finally:
+        task.cancel()
+    # Two syncs of 0.6 s one after the other (~1.2 s); waiting the interval after the first would take 1.7 s.
+    assert commits.commits == 2 and len(started) == 2 and time.monotonic() - started[0] < 1.45, started
 
 
 async def test_by_default_2048_waiting_files_commit_at_once(tmp_path, synced):
