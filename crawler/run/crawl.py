@@ -196,6 +196,12 @@ class Crawl:
             if resume:
                 resumed.append(f"{chain.name + ' ' if chain.name else ''}after checkpoint page {resume.get('page')}")
         start = self.chains[0].start
+        if state.durable_upto is None:
+            # From here on the log is trusted only as far as a marker vouches for it. Without this one, a
+            # run cut off before its first commit leaves a log with no marker at all, which the fold takes
+            # whole (as a log from before group commit), unsynced checkpoint and done records included.
+            # It vouches for nothing the fold did not trust already: the log before it had no marker.
+            writer.append(records.durable(writer.offset, 0, cfg.fsync))
         partitions = [{"name": c.name, "query": c.query, "params": c.cfg.query_summary()} for c in self.chains]
         writer.append(records.run_start(self.query, cfg.query_summary(), config_mod.describe(cfg),
                                         start.to_record() if start else None,

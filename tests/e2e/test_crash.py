@@ -297,3 +297,24 @@ async def test_after_a_power_loss_damaged_recent_files_are_fetched_again(sim_fac
     # Downloaded: the damaged files and what run 1 never did, each once; no intact file.
     assert set(fetched) == set(expected) - intact, (sorted(set(fetched) & intact)[:5], sorted(damaged - set(fetched)))
     assert max(fetched.values()) == 1
+
+
+async def test_a_run_cut_off_before_its_first_commit_is_trusted_no_further_than_its_start(sim_factory, tmp_path):
+    """A power loss before a run's first group commit leaves no marker of that run. The log must still
+    say where trust ends: its done records are re-checked and its checkpoints are not resumed from,
+    rather than the whole log being taken as written (as a log from before group commit is)."""
+    import orjson
+    async with sim_factory(images=120, seed=37) as sim:
+        await run_crawl(tmp_path, sim.api_base, browsing_level=31, limit=10)
+    manifest = tmp_path / MANIFEST_NAME
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    decoded = [orjson.loads(line) for line in lines]
+    start = next(i for i, r in enumerate(decoded) if r["kind"] == "run")
+    # Every commit of the run lost: only what was written before its first record of its own may stay.
+    kept = [line for i, (line, r) in enumerate(zip(lines, decoded)) if not (i > start and r["kind"] == "durable")]
+    manifest.write_bytes(b"".join(kept))
+    done = [r for r in decoded if r.get("status") == "done"]
+    assert len(done) == len(sim.catalogue.expected(ALL)) and any(r["kind"] == "checkpoint" for r in decoded)
+    state = resume.load(manifest, decoded[start]["query"], snapshots=False)
+    assert sorted(r["id"] for r in state.unverified) == sorted(r["id"] for r in done)
+    assert state.checkpoint is None
