@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from yarl import URL
+
 #: The sites CivitAI answers as since 2026-04 (`--site`): API root of each.
 SITES = {"com": "https://civitai.com/api/v1", "red": "https://civitai.red/api/v1", "green": "https://civitai.green/api/v1"}
 #: CivitAI's own image hosts under each site's domain; downloads elsewhere need --allow-host.
@@ -105,16 +107,21 @@ def host_of(url: str) -> str:
         return ""
 
 
-def is_allowed(url: str, allowed_hosts: frozenset[str]) -> bool:
-    """Only http(s) URLs whose host is on the allow-list; no credentials smuggled in the netloc."""
+def is_allowed(url: str | URL, allowed_hosts: frozenset[str]) -> bool:
+    """Only http(s) URLs whose host is on the allow-list; no credentials smuggled in the authority.
+
+    Judged on the `yarl.URL` aiohttp itself connects to (a URL string is parsed as aiohttp parses it),
+    so the host checked is the host asked; a downloader passes that parsed URL on to its request, which
+    then parses nothing again.
+    """
     try:
-        parts = urlsplit(url)
-    except ValueError:
+        parsed = url if isinstance(url, URL) else URL(url)
+        if parsed.scheme not in ("http", "https") or "@" in parsed.raw_authority:
+            return False
+    except (ValueError, TypeError):
         return False
-    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
-        return False
-    host = (parts.hostname or "").lower()
-    return bool(host) and host in allowed_hosts  # an empty entry in the list must not admit a host-less URL
+    host = parsed.raw_host  # lower case, IDNA-encoded; a list entry may name a host in Unicode
+    return bool(host) and (host in allowed_hosts or parsed.host in allowed_hosts)
 
 
 def redact(url: str) -> str:

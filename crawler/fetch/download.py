@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import aiohttp
+from yarl import URL
 
 from crawler import urls
 from crawler.config.settings import USER_AGENT, CrawlConfig
@@ -107,9 +108,14 @@ class Downloader:
                        content_type=saved.content_type)
 
     async def fetch(self, key: Key, url: str, video: bool = False) -> Saved:
-        if not urls.is_allowed(url, self.allowed_hosts):
+        try:
+            parsed: URL | None = URL(url)  # once: the allow-list judges, and aiohttp requests, this very URL
+        except (ValueError, TypeError):
+            parsed = None
+        if parsed is None or not urls.is_allowed(parsed, self.allowed_hosts):
             raise Fatal("refused-host", f"host {urls.host_of(url) or '?'} is not allowed (see --allow-host)")
-        return await attempts(lambda: self._attempt(key, url, video), self.policy, self.rng,
+        target = parsed
+        return await attempts(lambda: self._attempt(key, target, video), self.policy, self.rng,
                               pause_host=self._pause, on_retry=self.counters.count_retry)
 
     def _pause(self, seconds: float) -> None:
@@ -117,7 +123,7 @@ class Downloader:
         if self.on_pause is not None:
             self.on_pause(seconds)
 
-    async def _attempt(self, key: Key, url: str, video: bool) -> Saved:
+    async def _attempt(self, key: Key, url: URL, video: bool) -> Saved:
         for _ in range(_MAX_REDIRECTS + 1):
             await self.gate.acquire()
             self.counters.requests += 1
@@ -140,14 +146,14 @@ class Downloader:
                 raise Retryable("stalled", f"no byte for {self.session.timeout.sock_read}s") from None
             except aiohttp.ClientError as e:
                 self.counters.statuses[0] += 1
-                raise Retryable("connection", connection_detail(e, urls.redact(url))) from None
+                raise Retryable("connection", connection_detail(e, urls.redact(str(url)))) from None
         raise Fatal("redirect-loop", f"more than {_MAX_REDIRECTS} redirects")
 
-    def _redirect_target(self, url: str, response: aiohttp.ClientResponse) -> str:
-        target = urljoin(url, response.headers.get("Location", ""))
+    def _redirect_target(self, url: URL, response: aiohttp.ClientResponse) -> URL:
+        target = urljoin(str(url), response.headers.get("Location", ""))
         if not urls.is_allowed(target, self.allowed_hosts):
             raise Fatal("refused-redirect", f"redirect to host {urls.host_of(target) or '?'} is not allowed")
-        return target
+        return URL(target)
 
     def _check_status(self, response: aiohttp.ClientResponse, content_type: str) -> None:
         status = response.status

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from crawler import urls
 
@@ -140,9 +141,20 @@ def test_host_of_is_lowercase_and_empty_when_unparseable():
     ("//image.civitai.com/a", False),  # no scheme
     ("javascript://image.civitai.com/a", False),
     ("http://[::1/a", False),
+    ("https://:@image.civitai.com/a", False),
+    ("http://image.civitai.com\\@evil.example/x", False),  # aiohttp's parser refuses it: so do we
+    ("https://@image.civitai.com/a", True),  # an empty user part: the URL asked is https://image.civitai.com/a
 ])
 def test_allow_list(url, allowed):
     assert urls.is_allowed(url, frozenset({"image.civitai.com"})) is allowed
+
+
+def test_allow_list_judges_the_url_aiohttp_asks():
+    """The parsed URL a downloader hands on to aiohttp is judged as its text is; IDNA hosts either way."""
+    hosts = frozenset({"image.civitai.com", "bücher.example"})
+    for text in ("https://IMAGE.civitai.com/a/1.jpeg", "http://bücher.example/a", "http://xn--bcher-kva.example/a"):
+        assert urls.is_allowed(URL(text), hosts) and urls.is_allowed(text, hosts)
+    assert not urls.is_allowed(URL("https://evil.example/a"), hosts)
 
 
 secrets = st.sampled_from(["token", "TOKEN", "api_key", "ApiKey", "key"])
