@@ -174,6 +174,19 @@ def filesystem_of(path: Path) -> dict[str, str]:
     return {"mount": best[0], "type": best[1], "device": best[2]}
 
 
+def compile_bytecode() -> str:
+    """Compile the crawler's bytecode before anything is measured, as a regular `pip install` does.
+
+    An editable install leaves it to the first run, and where PYTHONDONTWRITEBYTECODE is set (this
+    machine sets it) no run ever writes it: every command then compiled ~80 modules at start (~60 ms
+    of CPU, ~12 us per image of a 5,000-image crawl) while the bare loop imported aiohttp's compiled
+    files. Python reads what is compiled whatever that variable says.
+    """
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "crawler")], check=True, cwd=ROOT, env=child_env(),
+                   timeout=300, stdout=subprocess.DEVNULL)
+    return "bytecode compiled"
+
+
 def machine_info(workdir: Path) -> dict[str, Any]:
     model = "?"
     try:

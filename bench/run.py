@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from bench.ceiling import ceiling
-from bench.common import BENCH, Report, crawl_flags, ensure_aria2c, machine_info
+from bench.common import BENCH, Report, compile_bytecode, crawl_flags, ensure_aria2c, machine_info
 from bench.export_group import export_group
 from bench.latency import latency
 from bench.memory import memory
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     report.print(f"machine: {info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, load {load}; "
                  f"output on {info['filesystem']['type']} ({info['filesystem']['device']} at {info['filesystem']['mount']})")
     report.print(f"python {info['python']}, " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()) +
-                 f"; crawler at {info['git']['commit']}" + (" + uncommitted changes" if info["git"]["crawler_dirty"] else ""))
+                 f"; crawler at {info['git']['commit']}" + (" + uncommitted changes" if info["git"]["crawler_dirty"] else "") +
+                 f" ({compile_bytecode()})")
     aria = ensure_aria2c(not args.no_install, report) if "ceiling" in only or "latency" in only else {"path": None}
     if aria.get("path"):
         by_bench = " (installed by this bench with apt-get)" if aria["installed_by_bench"] else ""
