@@ -66,7 +66,8 @@ def make_job(item: Any, width: int | None, original: bool, page: int | None, sou
         raise InvalidItem(f"item id is not an integer: {str(ident)[:40]!r}")
     if ident is not None and ident < 0:
         raise InvalidItem("item id is negative")
-    uuid = urls.uuid_of(url)
+    segments = urls.path_segments(url)  # once: the uuid and the width asked both read it
+    uuid = urls.uuid_in(segments)
     if ident is None:
         ident = urls.id_from_filename(url)
     key: Key | None = ident if ident is not None else uuid
@@ -87,7 +88,8 @@ def make_job(item: Any, width: int | None, original: bool, page: int | None, sou
     except urls.BadImageUrl as e:
         target, unsized = url, str(e)  # never guess where the size goes: fetch it as listed
     return Job(key=key, id=ident, uuid=uuid, url=target,
-               width=_expected_width(item, url, width, original) if unsized is None else _expected_width(item, url, None, False),
+               width=_expected_width(item, segments, width, original) if unsized is None
+               else _expected_width(item, segments, None, False),
                item=item, page=page, source=source, chain=chain, listed=url if target != url else None,
                video=kind == "video", unsized=unsized)
 
@@ -101,24 +103,23 @@ def media_kind(item: dict[str, Any], url: str) -> str:
     return "video" if name.endswith(_VIDEO_EXTS) else "image"
 
 
-def _expected_width(item: dict[str, Any], url: str, width: int | None, original: bool) -> int | None:
+def _expected_width(item: dict[str, Any], segments: list[str], width: int | None, original: bool) -> int | None:
     full = _int(item.get("width"))
     if original:
         return full
     if width is None:
-        width = _width_in_url(url)
+        width = _width_in(segments)
         if width is None:
             return full
     # The server never upscales.
     return min(width, full) if full else width
 
 
-def _width_in_url(url: str) -> int | None:
-    try:
-        segment = url.rstrip("/").split("/")[-2]
-    except IndexError:
+def _width_in(segments: list[str]) -> int | None:
+    """The width= of the URL's options segment (the one before the file name), if it has one."""
+    if len(segments) < 2:
         return None
-    for option in segment.split(","):
+    for option in segments[-2].split(","):
         name, _, value = option.partition("=")
         if name == "width" and value.isdigit():
             return int(value)

@@ -109,30 +109,30 @@ class ManifestWriter:
         if self.on_append is not None:
             self.on_append(self.offset + len(self._buffer), record)
         self.appended += 1
-        self._buffer += orjson.dumps(record)
-        self._buffer += b"\n"
+        self._buffer += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         if len(self._buffer) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
-        if not self._buffer:
+        buffer = self._buffer
+        if not buffer:
             return
-        view = memoryview(self._buffer)
         written = 0
         try:
-            while written < len(view):
-                written += os.write(self._fd, view[written:])
+            written = os.write(self._fd, buffer)
+            if written < len(buffer):  # a short write: the rest, in turn
+                with memoryview(buffer) as view:
+                    while written < len(view):
+                        written += os.write(self._fd, view[written:])
         except OSError as e:
             self.broken = True
-            del view
-            del self._buffer[:written]
+            del buffer[:written]
             self.offset += written
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(e.errno, f"no space left to write the manifest {self.path}") from None
             raise
-        del view
-        self._buffer.clear()
+        buffer.clear()
         self.offset += written
 
     def sync(self) -> None:
