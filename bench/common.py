@@ -1,7 +1,7 @@
 """Constants and small helpers every benchmark group shares: paths, crawl command lines, the report,
 machine facts and the aria2c reference tool.
 
-Nothing here starts a process that outlives its call; `ensure_aria2c` may apt-get install aria2
+Nothing here starts a process that outlives its call; `ensure_tool` may apt-get install aria2 or valgrind
 (only as root, and only when asked).
 """
 
@@ -225,25 +225,31 @@ def machine_info(workdir: Path) -> dict[str, Any]:
 
 
 def ensure_aria2c(allow_install: bool, report: Report) -> dict[str, Any]:
-    found = shutil.which("aria2c")
+    return ensure_tool("aria2c", "aria2", allow_install, report, "aria2c rows skipped")
+
+
+def ensure_tool(binary: str, package: str, allow_install: bool, report: Report, without: str) -> dict[str, Any]:
+    """`binary`'s path and version, apt-get installing `package` when it is missing and that is allowed;
+    `without` says what the bench leaves out when it stays missing."""
+    found = shutil.which(binary)
     info: dict[str, Any] = {"path": found, "installed_by_bench": False, "note": None}
     if found is None and allow_install:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            info["note"] = "aria2c missing and apt-get unavailable (not root or no apt): aria2c rows skipped"
+            info["note"] = f"{binary} missing and apt-get unavailable (not root or no apt): {without}"
         else:
-            report.print("aria2c is missing: installing it with apt-get (apt-get update; apt-get install -y aria2) ...")
+            report.print(f"{binary} is missing: installing it with apt-get (apt-get update; apt-get install -y {package}) ...")
             env = {**child_env(), "DEBIAN_FRONTEND": "noninteractive"}
             try:
                 subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300, check=True)
-                subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "aria2"], env=env,
+                subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package], env=env,
                                capture_output=True, timeout=300, check=True)
             except (subprocess.SubprocessError, OSError) as exc:
-                info["note"] = f"apt-get could not install aria2 ({type(exc).__name__}): aria2c rows skipped"
-            found = shutil.which("aria2c")
+                info["note"] = f"apt-get could not install {package} ({type(exc).__name__}): {without}"
+            found = shutil.which(binary)
             if found:
                 info.update(path=found, installed_by_bench=True, note="installed by this bench with apt-get")
     elif found is None:
-        info["note"] = "aria2c missing (--no-install): aria2c rows skipped"
+        info["note"] = f"{binary} missing (--no-install): {without}"
     if found:
         try:
             out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -251,5 +257,5 @@ def ensure_aria2c(allow_install: bool, report: Report) -> dict[str, Any]:
         except (subprocess.SubprocessError, OSError):
             info["version"] = "?"
     if info["note"]:
-        report.print(f"aria2c: {info['note']}")
+        report.print(f"{binary}: {info['note']}")
     return info

@@ -22,6 +22,7 @@ import orjson
 from bench.ceiling import ceiling
 from bench.common import BENCH, Report, compile_bytecode, crawl_flags, ensure_aria2c, machine_info
 from bench.export_group import export_group
+from bench.instructions import instructions
 from bench.latency import latency
 from bench.memory import memory
 from bench.procs import LIVE, kill_group
@@ -31,7 +32,7 @@ from bench.resume import resume
 from bench.serve_group import serve_group
 from bench.tls_group import large_group, tls_group
 
-GROUPS = ("ceiling", "latency", "tls", "large", "rate", "memory", "resume", "ray", "serve", "export")
+GROUPS = ("ceiling", "latency", "tls", "large", "rate", "memory", "resume", "ray", "serve", "export", "instructions")
 
 
 def _interrupt(_sig: int, _frame: object) -> None:
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             "ray": lambda: ray_group(args, report, work, flags),
             "serve": lambda: serve_group(args, report, work),
             "export": lambda: export_group(args, report, work),
+            "instructions": lambda: instructions(args, report, work),
         }
         for group in GROUPS:
             if group not in only:
