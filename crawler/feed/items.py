@@ -16,7 +16,9 @@ from crawler import urls
 from crawler.keys import Key
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__ (2.1 us against
+# 0.4 us for these 12 fields), and one is built per item listed. Nothing changes a job once made (`replace()` copies).
+@dataclass(slots=True)
 class Job:
     key: Key
     id: int | None

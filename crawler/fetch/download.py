@@ -35,7 +35,8 @@ _CHUNK = 256 * 1024
 _MAX_REDIRECTS = 5
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like `Job` and `Fetched`: one per image, never changed once made.
+@dataclass(slots=True)
 class Saved:
     path: str  # relative to the mirror root
     sha256: str

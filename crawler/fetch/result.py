@@ -13,7 +13,9 @@ from typing import Literal
 Status = Literal["done", "failed", "gone", "disk-full", "disk-error"]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like `Job`: a frozen dataclass's __init__ costs several times more, and one is built per
+# image. Nothing changes a result once made.
+@dataclass(slots=True)
 class Fetched:
     status: Status
     path: str | None = None  # done: relative to the mirror root
