@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Protocol
 
 import aiohttp
 
+import crawler
 from crawler.net.limits import ByteGate, HostGate
 from crawler.net.retry import RetryPolicy
 
@@ -76,25 +76,21 @@ def _timeout(cfg: NetSettings) -> aiohttp.ClientTimeout:
 def tls_context(cfg: NetSettings) -> ssl.SSLContext | bool:
     """The CAs HTTPS trusts: `--ca-file` alone, or the system's (where SSL_CERT_FILE/SSL_CERT_DIR point).
 
-    True (aiohttp's own verified context) when none of those is set; otherwise a context of ours, because
-    aiohttp builds its own once at import and would miss an SSL_CERT_FILE set after that.
+    True (aiohttp's own verified context) when neither is set, or when both still are what they were
+    when aiohttp built that context at its import (`crawler.CA_SETTINGS_AT_IMPORT`, files unchanged);
+    otherwise a context of ours, since aiohttp's would miss an SSL_CERT_FILE set or changed after that.
     """
-    env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-    if cfg.ca_file is None and env == (None, None):
+    if cfg.ca_file is not None:
+        return _context(cfg.ca_file, (None, None), (crawler.file_stamp(cfg.ca_file), 0))
+    env, stamps = now = crawler.ca_settings()
+    if env == (None, None) or now == crawler.CA_SETTINGS_AT_IMPORT:
         return True
-    return _context(cfg.ca_file, env, (_stamp(cfg.ca_file or env[0]), _stamp(None if cfg.ca_file else env[1])))
-
-
-def _stamp(path: str | None) -> int:
-    try:
-        return os.stat(path).st_mtime_ns if path else 0
-    except OSError:
-        return 0
+    return _context(None, env, stamps)
 
 
 @functools.lru_cache(maxsize=4)
 def _context(ca_file: str | None, _env: tuple[str | None, str | None], _stamp: tuple[int, int]) -> ssl.SSLContext:
-    # Cached: reading a CA store costs ~50 ms, and open_net runs more than once per command. The
+    # Cached: reading a CA store costs ~40 ms, and open_net runs more than once per command. The
     # environment's values and the file's and folder's mtimes are in the key: a changed one makes a new context.
     return ssl.create_default_context(cafile=ca_file)
 
