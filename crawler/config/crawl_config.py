@@ -23,6 +23,7 @@ from crawler.config.options import (
                                     PERIODS,
                                     SORTS,
                                     TYPES,
+                                    USER_AGENT,
                                     ConfigError,
                                     Option,
                                     option,
@@ -245,6 +246,11 @@ class CrawlConfig:
 
     def storage_options(self) -> dict[str, Any]:
         return parse_storage_options(self.storage_option)
+
+    @property
+    def user_agent(self) -> str:
+        """What every request of the crawl says it is (`net.sessions` reads it through its Protocol)."""
+        return USER_AGENT
 
     @property
     def allowed_hosts(self) -> frozenset[str]:

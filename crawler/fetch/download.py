@@ -19,7 +19,7 @@ import aiohttp
 from yarl import URL
 
 from crawler import urls
-from crawler.config.settings import USER_AGENT, CrawlConfig
+from crawler.config.settings import CrawlConfig
 from crawler.fetch.result import Fetched
 from crawler.keys import Key
 from crawler.net.errors import connection_detail
@@ -53,9 +53,11 @@ class Downloader:
     """One per crawl (or per Ray download actor): the CDN session, its gate, the retry policy and the store."""
 
     def __init__(self, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy, store: Store,
-                 allowed_hosts: frozenset[str], max_bytes: int, user_agent: str, rng: random.Random,
+                 allowed_hosts: frozenset[str], max_bytes: int, rng: random.Random,
                  on_pause: Callable[[float], None] | None = None, bandwidth: ByteGate | None = None) -> None:
-        """`on_pause(seconds)`: told of every 429 pause, so that other pools (Ray actors) pause too.
+        """`session` sends the CDN's request headers itself (`net.sessions.cdn_session`): merging per-request
+        headers costs aiohttp a loop in Python for every image.
+        `on_pause(seconds)`: told of every 429 pause, so that other pools (Ray actors) pause too.
         `bandwidth`: --max-rate, paid for each chunk before it is used (reads are then one chunk of it)."""
         self.session = session
         self.bandwidth = bandwidth
@@ -66,7 +68,6 @@ class Downloader:
         self.store = store
         self.allowed_hosts = allowed_hosts
         self.max_bytes = max_bytes
-        self.headers = {"User-Agent": user_agent, "Accept": "image/*,video/*;q=0.9,*/*;q=0.1"}
         self.rng = rng
         self.counters = DownloadCounters()
 
@@ -75,7 +76,7 @@ class Downloader:
                     on_pause: Callable[[float], None] | None = None) -> Downloader:
         """The crawl's downloader over `net`'s CDN session and gate: local workers and Ray actors build it here."""
         assert net.cdn is not None and net.cdn_gate is not None, "open_net(cfg, cdn=True)"
-        return cls(net.cdn, net.cdn_gate, net.policy, store, cfg.allowed_hosts, cfg.max_bytes, USER_AGENT, rng,
+        return cls(net.cdn, net.cdn_gate, net.policy, store, cfg.allowed_hosts, cfg.max_bytes, rng,
                    on_pause=on_pause, bandwidth=net.bandwidth)
 
     async def outcome(self, key: Key, url: str, listed: str | None = None, video: bool = False) -> Fetched:
@@ -129,18 +130,18 @@ class Downloader:
             await self.gate.acquire()
             self.counters.requests += 1
             try:
-                async with self.session.get(url, headers=self.headers, allow_redirects=False) as response:
+                async with self.session.get(url, allow_redirects=False) as response:
                     self.counters.statuses[response.status] += 1
                     if response.status in (301, 302, 303, 307, 308):
                         url = self._redirect_target(url, response)
                         continue
                     # The raw header, split by us: aiohttp's `content_type` runs a full MIME parser per response.
                     content_type = layout.media_type(response.headers.get("Content-Type"))
-                    self._check_status(response, content_type)
+                    length = self._check_status(response, content_type)
                     if video and content_type.startswith("image/"):
                         # Users' one-frame webps: a size transform answered a video with a still.
                         raise Fatal("video-as-still", f"a video answered as {content_type}; try --video-original")
-                    return await self._save(key, response, content_type)
+                    return await self._save(key, response, content_type, length)
             except aiohttp.ClientPayloadError as e:
                 raise Retryable("truncated", str(e)[:200]) from None
             except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -156,7 +157,8 @@ class Downloader:
             raise Fatal("refused-redirect", f"redirect to host {urls.host_of(target) or '?'} is not allowed")
         return URL(target)
 
-    def _check_status(self, response: aiohttp.ClientResponse, content_type: str) -> None:
+    def _check_status(self, response: aiohttp.ClientResponse, content_type: str) -> int | None:
+        """Raise what a status other than 200, or a 200 we cannot keep, means; else the Content-Length."""
         status = response.status
         if status == 200:
             if not layout.is_media(content_type):
@@ -165,7 +167,7 @@ class Downloader:
             length = response.content_length
             if length is not None and length > self.max_bytes:
                 raise Fatal("too-large", f"{length} bytes is over --max-bytes {self.max_bytes}")
-            return
+            return length
         if status in (404, 410):
             raise Gone(f"http-{status}")
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -173,7 +175,7 @@ class Downloader:
             raise Retryable(f"http-{status}", retry_after=retry_after)
         raise Fatal(f"http-{status}")
 
-    async def _save(self, key: Key, response: aiohttp.ClientResponse, content_type: str) -> Saved:
+    async def _save(self, key: Key, response: aiohttp.ClientResponse, content_type: str, expected: int | None) -> Saved:
         final_rel = layout.relative_path(key, content_type)
         digest = hashlib.sha256()
         total = 0
@@ -192,7 +194,6 @@ class Downloader:
                     raise Fatal("too-large", f"body passed --max-bytes {self.max_bytes}")
                 digest.update(chunk)
                 await sink.write(chunk)
-            expected = response.content_length
             if expected is not None and total != expected:
                 raise Retryable("truncated", f"{total} of {expected} bytes")
             await sink.commit()

@@ -29,6 +29,7 @@ from crawler.net.limits import ByteGate, HostGate
 from crawler.net.retry import RetryPolicy
 
 API_CONNECTIONS = 4  # pages are fetched one after another per chain, at a few per second
+CDN_ACCEPT = "image/*,video/*;q=0.9,*/*;q=0.1"
 
 
 class NetSettings(Protocol):
@@ -52,6 +53,8 @@ class NetSettings(Protocol):
     def max_rate(self) -> int | None: ...
     @property
     def ca_file(self) -> str | None: ...
+    @property
+    def user_agent(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +104,12 @@ def api_session(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None) -> a
 
 
 def cdn_session(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None) -> aiohttp.ClientSession:
-    # Images are stored as sent (their bytes are hashed and kept): never decompressed on the way.
+    # Images are stored as sent (their bytes are hashed and kept): never decompressed on the way. The
+    # request headers are the session's, not each request's: aiohttp merges per-request headers in Python.
     connector = aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300,
                                      ssl=tls if tls is not None else tls_context(cfg))
-    return aiohttp.ClientSession(timeout=_timeout(cfg), auto_decompress=False, connector=connector)
+    return aiohttp.ClientSession(timeout=_timeout(cfg), auto_decompress=False, connector=connector,
+                                 headers={"User-Agent": cfg.user_agent, "Accept": CDN_ACCEPT})
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ class LogEntry:
     fault: str | None = None
     auth: bool = False  # an Authorization header or a token= parameter arrived
     user_agent: str = ""
+    accept: str = ""  # the Accept header
     host: str = ""  # the Host header: shows a request that reached us under another name (localhost)
     bytes_sent: int = 0  # CDN body bytes handed to the socket, so a test can see an early abort
 

@@ -171,6 +171,7 @@ class SimServer:
                 query=dict(query) if query else {},
                 auth="Authorization" in request.headers or "token" in query,
                 user_agent=request.headers.get("User-Agent", ""),
+                accept=request.headers.get("Accept", ""),
                 host=request.headers.get("Host", ""),
             )
             log.append(entry)

@@ -14,7 +14,7 @@ from crawler.keys import Key
 IMAGES_DIR = "images"
 PART_SUFFIX = ".part"
 
-_EXTENSIONS = {
+_EXTENSIONS = {  # every key a media type: `is_media` takes a key as one
     "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png", "image/webp": "webp",
     "image/gif": "gif", "image/avif": "avif", "image/heic": "heic", "image/bmp": "bmp", "image/tiff": "tiff",
     "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov",
@@ -29,11 +29,15 @@ def media_type(content_type: str | None) -> str:
 
 
 def is_media(content_type: str | None) -> bool:
+    if content_type in _EXTENSIONS:  # already a plain media type (the downloader's): no second split
+        return True
     kind = media_type(content_type)
     return kind.startswith(("image/", "video/", "audio/")) and kind != "image/svg+xml"
 
 
 def extension_for(content_type: str | None) -> str:
+    if content_type in _EXTENSIONS:
+        return _EXTENSIONS[content_type]
     kind = media_type(content_type)
     if kind in _EXTENSIONS:
         return _EXTENSIONS[kind]

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import crawl_config
 
+from crawler.config.settings import USER_AGENT
 from crawler.fetch.download import Downloader
-from crawler.net.sessions import open_net
+from crawler.net.sessions import CDN_ACCEPT, open_net
 from crawler.simulator import FaultConfig
 from crawler.store.disk import PARTIAL_DIR, DiskStore
 
@@ -40,6 +41,18 @@ async def _fetch(sim, root: Path, urls: list[tuple[int, str]], **flags):  # type
             return [await downloader.outcome(key, url if "://" in url else sim.origin + url) for key, url in urls]
     finally:
         await store.close()
+
+
+async def test_every_cdn_request_says_who_we_are_and_what_we_accept(sim_factory, tmp_path):
+    """The headers are the CDN session's, set once, not each request's."""
+    async with sim_factory(images=5, seed=3) as sim:
+        items = [i for i in sim.catalogue.items if i["id"] in sim.catalogue.expected()][:2]
+        results = await _fetch(sim, tmp_path, [(i["id"], i["url"]) for i in items])
+        entries = sim.log.entries("cdn")
+    assert [r.status for r in results] == ["done", "done"]
+    assert len(entries) == 2
+    assert {(e.user_agent, e.accept) for e in entries} == {(USER_AGENT, CDN_ACCEPT)}
+    assert CDN_ACCEPT.startswith("image/*")
 
 
 def _files(root: Path) -> list[Path]:
