@@ -4,8 +4,8 @@ where CPU seconds of the same run vary by 10-20 %).
 
 Per image = (the count of a 2,000-image run - that of a 1,000-image run) / 1,000, so start-up drops out;
 start-up is shown apart (a 1,000-image run minus 1,000 images' worth). Counted per shared object, so the
-interpreter's work (libpython), libc's, the C extensions' (???: objects without symbols: uvloop,
-orjson, aiohttp's parsers...) and OpenSSL's are told apart. libcrypto is shown apart and left out of the
+interpreter's work (libpython, with the code inlined from its headers), libc's, the C extensions' and
+OpenSSL's are told apart. libcrypto is shown apart and left out of the
 ratio: under valgrind OpenSSL hashes without the CPU's SHA extensions (~28 instructions a byte), so its
 count is not what the hardware does (natively SHA-256 costs ~0.76 ms per MB here; the `large` group).
 Kernel time (system calls) is not counted at all: the ceiling group's sys seconds cover it.
@@ -38,6 +38,11 @@ from bench.procs import Child, SimProcess
 
 SIZES = (1_000, 2_000)
 CRYPTO = "libcrypto"
+# callgrind names no object for code inlined from headers; the header's path says whose it is: the
+# interpreter's build tree (its static inline functions: frames, refcounts, dict lookups), glibc's ("./"),
+# or a C extension's -- the Python headers it was built against, or its own sources (manylinux wheels).
+_INLINED = {"/Python-3.": "libpython3.11", " ./": "libc", "/include/python3": "C extensions, inlined",
+            "/project/": "C extensions, inlined"}
 
 
 def objects(callgrind_out: Path) -> dict[str, float]:
@@ -50,8 +55,10 @@ def objects(callgrind_out: Path) -> dict[str, float]:
         if len(head) < 2 or "PROGRAM TOTALS" in line or not head[0].replace(",", "").isdigit():
             continue
         count = int(head[0].replace(",", ""))
-        obj = line.rsplit("[", 1)[1].rstrip("]").rsplit("/", 1)[-1] if line.endswith("]") else "???"
-        obj = obj.split(".cpython")[0].split(".so")[0]
+        if line.endswith("]"):
+            obj = line.rsplit("[", 1)[1].rstrip("]").rsplit("/", 1)[-1].split(".cpython")[0].split(".so")[0]
+        else:  # no object named: code inlined from a header file, told apart by where the header is
+            obj = _INLINED.get(next((k for k in _INLINED if k in f" {head[1].lstrip()}"), ""), "???")
         found[obj] = found.get(obj, 0) + count
     return found
 
