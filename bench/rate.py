@@ -1,6 +1,12 @@
 """Group `rate`: achieved request rates at the simulator under --cdn-rps/--api-rps, with the busiest
 1 s window, from a CDN-bound and an API-bound crawl run side by side, each against its own simulator
-(in this process, for its request log with arrival times).
+process (`simserve.py`, whose `times` command lists every request's arrival time).
+
+Each simulator has a process of its own because arrival times are what a server counts: two simulators
+sharing one interpreter (threads of the bench, as this group once ran them) delayed requests by up to
+33 ms between the crawl's send and the simulator's log on this 2-core VM, beyond the gate's 25 ms margin,
+so a second the crawl sent 200 in (counted at the sender: aiohttp's on_request_headers_sent, and at the
+gate) was logged as 201.
 """
 
 from __future__ import annotations
@@ -13,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CONCURRENCY, PY, Report, fresh_dir
-from bench.procs import Child
-from crawler.simulator import SimConfig, SimThread
+from bench.procs import Child, SimProcess
 
 
 def window_stats(times: list[float], start: float, seconds: float) -> dict[str, Any]:
@@ -48,7 +53,7 @@ def rate_runs(sims: dict[str, Any], work: Path, window: float, cdn_rps: int, api
     common = ["--browsing-level", "31", "--progress", "none", "--concurrency", str(CONCURRENCY),
               "--cdn-rps", str(cdn_rps), "--api-rps", str(api_rps)]
     for sim in sims.values():
-        sim.log.clear()
+        sim.command("reset")
     crawls = {
         "cdn": Child([PY, "-m", "crawler.cli.main", "crawl", "--out", str(fresh_dir(work / "out-cdn")), "--limit", "200",
                       "--api-base", sims["cdn"].api_base, *common], logs / "rate-cdn.log", timeout=window + 120),
@@ -58,13 +63,7 @@ def rate_runs(sims: dict[str, Any], work: Path, window: float, cdn_rps: int, api
 
     def split() -> dict[str, dict[str, list[float]]]:
         """crawl -> request kind (cdn, api) -> arrival times at that crawl's simulator."""
-        out: dict[str, dict[str, list[float]]] = {}
-        for name, sim in sims.items():
-            out[name] = {"cdn": [], "api": []}
-            for e in sim.log.entries():
-                if e.kind in ("cdn", "api"):
-                    out[name][e.kind].append(e.t)
-        return out
+        return {name: sim.command("times") for name, sim in sims.items()}
 
     # Each window starts one second after that crawl's first request of the kind it is bound by.
     firsts: dict[str, float] = {}
@@ -93,7 +92,8 @@ def rate_runs(sims: dict[str, Any], work: Path, window: float, cdn_rps: int, api
                      "crawl_rc": results[name].rc, "crawl_timed_out": results[name].timed_out,
                      "crawl_cpu_s": round(results[name].cpu, 2), "started": name in firsts,
                      "log_tail": results[name].log_tail[-300:]}
-    statuses = sorted({e.status for sim in sims.values() for e in sim.log.entries()})
+    statuses = sorted({int(kind_status.split(":")[1]) for sim in sims.values()
+                       for kind_status in sim.command("stats")["statuses"]})
     out["cdn"]["statuses"] = out["api"]["statuses"] = statuses
     return out["cdn"], out["api"]
 
@@ -106,8 +106,9 @@ def rate(args: argparse.Namespace, report: Report, work: Path) -> dict[str, Any]
                  f"--limit 200 (CDN-bound) and --limit 20 (API-bound)")
     images = int(cdn_rps * (window + 10))
     results: dict[str, Any] = {"window_s": window, "cdn_rps": cdn_rps, "api_rps": api_rps}
-    config = SimConfig(images=images, body_bytes=4096)
-    with SimThread(config) as cdn_sim, SimThread(config) as api_sim:
+    sim_args = ["--images", str(images), "--body-bytes", "4096"]
+    logs = work / "logs"
+    with SimProcess(sim_args, logs / "sim-rate-cdn.log") as cdn_sim, SimProcess(sim_args, logs / "sim-rate-api.log") as api_sim:
         cdn_bound, api_bound = rate_runs({"cdn": cdn_sim, "api": api_sim}, work, window, cdn_rps, api_rps)
     results["cdn_bound_run"] = cdn_bound
     results["api_bound_run"] = api_bound

@@ -9,7 +9,8 @@ Same site as `python -m crawler.simulator` (it uses its argument parser and `Sim
 - prints one JSON line `{"api_base": ..., "prewarmed": N, "loop": ...}` once bound;
 - reads commands from stdin, one per line, and answers one JSON line each:
   `reset` clears the request log; `stats` counts the log since the last reset (per kind, and the
-  first/last CDN arrival in time.monotonic(), which is system-wide, so the parent can compare).
+  first/last CDN arrival in time.monotonic(), which is system-wide, so the parent can compare);
+  `times` lists the arrival time of every API and CDN request since the last reset.
 Stops on SIGINT/SIGTERM or when stdin closes (the parent died).
 """
 
@@ -74,6 +75,9 @@ def control(server: SimServer, loop: asyncio.AbstractEventLoop, stop: asyncio.Ev
             answer: dict = {"ok": True}
         elif command == "stats":
             answer = stats(server)
+        elif command == "times":  # arrival times (time.monotonic(), system-wide) of the API and CDN requests
+            entries = server.log.entries()
+            answer = {kind: [e.t for e in entries if e.kind == kind] for kind in ("api", "cdn")}
         else:
             answer = {"error": f"unknown command {command!r}"}
         sys.stdout.write(json.dumps(answer) + "\n")
