@@ -26,6 +26,7 @@ from crawler.net.errors import connection_detail
 from crawler.net.limits import ByteGate, HostGate
 from crawler.net.retry import Fatal, Gone, RequestCounters, RequestFailed, Retryable, RetryPolicy, attempts, parse_retry_after
 from crawler.net.sessions import Net
+from crawler.net.stalls import Stalled, Stalls, Watch
 from crawler.store import layout
 from crawler.store.base import Store
 from crawler.store.disk import LinkUnsupported
@@ -53,10 +54,12 @@ class Downloader:
     """One per crawl (or per Ray download actor): the CDN session, its gate, the retry policy and the store."""
 
     def __init__(self, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy, store: Store,
-                 allowed_hosts: frozenset[str], max_bytes: int, rng: random.Random,
+                 allowed_hosts: frozenset[str], max_bytes: int, timeout: float, rng: random.Random,
                  on_pause: Callable[[float], None] | None = None, bandwidth: ByteGate | None = None) -> None:
         """`session` sends the CDN's request headers itself (`net.sessions.cdn_session`): merging per-request
         headers costs aiohttp a loop in Python for every image.
+        `timeout`: an attempt that waits this long for a byte (headers or body) is retried as `stalled`
+        (`net.stalls`; the session has no `sock_read` timeout of its own). Built on the running loop.
         `on_pause(seconds)`: told of every 429 pause, so that other pools (Ray actors) pause too.
         `bandwidth`: --max-rate, paid for each chunk before it is used (reads are then one chunk of it)."""
         self.session = session
@@ -70,13 +73,14 @@ class Downloader:
         self.max_bytes = max_bytes
         self.rng = rng
         self.counters = DownloadCounters()
+        self.stalls = Stalls(timeout)
 
     @classmethod
     def from_config(cls, cfg: CrawlConfig, net: Net, store: Store, rng: random.Random,
                     on_pause: Callable[[float], None] | None = None) -> Downloader:
         """The crawl's downloader over `net`'s CDN session and gate: local workers and Ray actors build it here."""
         assert net.cdn is not None and net.cdn_gate is not None, "open_net(cfg, cdn=True)"
-        return cls(net.cdn, net.cdn_gate, net.policy, store, cfg.allowed_hosts, cfg.max_bytes, rng,
+        return cls(net.cdn, net.cdn_gate, net.policy, store, cfg.allowed_hosts, cfg.max_bytes, cfg.timeout, rng,
                    on_pause=on_pause, bandwidth=net.bandwidth)
 
     async def outcome(self, key: Key, url: str, listed: str | None = None, video: bool = False) -> Fetched:
@@ -130,22 +134,27 @@ class Downloader:
             await self.gate.acquire()
             self.counters.requests += 1
             try:
-                async with self.session.get(url, allow_redirects=False) as response:
-                    self.counters.statuses[response.status] += 1
-                    if response.status in (301, 302, 303, 307, 308):
-                        url = self._redirect_target(url, response)
-                        continue
-                    # The raw header, split by us: aiohttp's `content_type` runs a full MIME parser per response.
-                    content_type = layout.media_type(response.headers.get("Content-Type"))
-                    length = self._check_status(response, content_type)
-                    if video and content_type.startswith("image/"):
-                        # Users' one-frame webps: a size transform answered a video with a still.
-                        raise Fatal("video-as-still", f"a video answered as {content_type}; try --video-original")
-                    return await self._save(key, response, content_type, length)
+                with self.stalls.watch() as watch:
+                    watch.waiting()
+                    async with self.session.get(url, allow_redirects=False) as response:
+                        watch.idle()
+                        self.counters.statuses[response.status] += 1
+                        if response.status in (301, 302, 303, 307, 308):
+                            url = self._redirect_target(url, response)
+                            continue
+                        # The raw header, split by us: aiohttp's `content_type` runs a full MIME parser per response.
+                        content_type = layout.media_type(response.headers.get("Content-Type"))
+                        length = self._check_status(response, content_type)
+                        if video and content_type.startswith("image/"):
+                            # Users' one-frame webps: a size transform answered a video with a still.
+                            raise Fatal("video-as-still", f"a video answered as {content_type}; try --video-original")
+                        return await self._save(key, response, content_type, length, watch)
+            except Stalled as e:
+                raise Retryable("stalled", str(e)) from None
             except aiohttp.ClientPayloadError as e:
                 raise Retryable("truncated", str(e)[:200]) from None
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                raise Retryable("stalled", f"no byte for {self.session.timeout.sock_read}s") from None
+            except (TimeoutError, aiohttp.ServerTimeoutError):  # connecting took longer than --timeout
+                raise Retryable("stalled", f"no connection in {self.stalls.timeout:g}s") from None
             except aiohttp.ClientError as e:
                 self.counters.statuses[0] += 1
                 raise Retryable("connection", connection_detail(e, urls.redact(str(url)))) from None
@@ -175,7 +184,8 @@ class Downloader:
             raise Retryable(f"http-{status}", retry_after=retry_after)
         raise Fatal(f"http-{status}")
 
-    async def _save(self, key: Key, response: aiohttp.ClientResponse, content_type: str, expected: int | None) -> Saved:
+    async def _save(self, key: Key, response: aiohttp.ClientResponse, content_type: str, expected: int | None,
+                    watch: Watch) -> Saved:
         final_rel = layout.relative_path(key, content_type)
         digest = hashlib.sha256()
         total = 0
@@ -183,8 +193,13 @@ class Downloader:
         sink = None
         try:
             sink = self.store.sink(final_rel, content_type)
-            bandwidth = self.bandwidth
-            async for chunk in response.content.iter_chunked(self.chunk):
+            bandwidth, content, size = self.bandwidth, response.content, self.chunk
+            while True:
+                watch.waiting()  # only while reading: a slow disk or upload is not the server stalling
+                chunk = await content.read(size)
+                watch.idle()
+                if not chunk:
+                    break
                 if bandwidth is not None:
                     # Before the chunk is used and the next one read: aiohttp stops reading the socket
                     # while its buffer is full, so the pace reaches the server too.

@@ -71,9 +71,11 @@ def retry_policy(cfg: NetSettings) -> RetryPolicy:
     return RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
 
 
-def _timeout(cfg: NetSettings) -> aiohttp.ClientTimeout:
-    # No total: a large image on a slow link is fine as long as bytes keep coming.
-    return aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
+def _timeout(cfg: NetSettings, read: bool = True) -> aiohttp.ClientTimeout:
+    # No total: a large image on a slow link is fine as long as bytes keep coming. The CDN session has no
+    # sock_read (`read=False`): aiohttp moves a timer on every socket read for it, and the downloader
+    # watches its waits itself (`net.stalls`).
+    return aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout if read else None)
 
 
 def tls_context(cfg: NetSettings) -> ssl.SSLContext | bool:
@@ -108,7 +110,7 @@ def cdn_session(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None) -> a
     # request headers are the session's, not each request's: aiohttp merges per-request headers in Python.
     connector = aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300,
                                      ssl=tls if tls is not None else tls_context(cfg))
-    return aiohttp.ClientSession(timeout=_timeout(cfg), auto_decompress=False, connector=connector,
+    return aiohttp.ClientSession(timeout=_timeout(cfg, read=False), auto_decompress=False, connector=connector,
                                  headers={"User-Agent": cfg.user_agent, "Accept": CDN_ACCEPT})
 
 
