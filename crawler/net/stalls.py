@@ -9,8 +9,11 @@
 
 aiohttp's own `sock_read` timeout does the same by moving a loop timer on every socket read (about twice
 per image, 2.4 us each on uvloop here: ~1 % of the crawl's CPU per image). Here an attempt only notes when
-it starts and stops waiting, and one timer per `Stalls` sweeps every `timeout / 4` s while any attempt is
-watched, so a stall is noticed between `timeout` and `1.25 x timeout` after the last byte.
+it starts and stops waiting, and one timer per `Stalls` sweeps every `timeout / 4` s while any attempt
+waits, so a stall is noticed between `timeout` and `1.25 x timeout` after the last byte.
+
+Between `waiting()` and `idle()` the task must await nothing but the network: the sweep cancels only a
+task that is waiting, so the cancellation always lands at that wait, inside the `with` block.
 
 The stalled task is cancelled the way `asyncio.timeout()` does it: the cancellation is ours only if the
 task was not also cancelled by someone else meanwhile (`Task.uncancel()` counts them), so a crawl being
