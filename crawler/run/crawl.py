@@ -129,16 +129,20 @@ class Crawl:
 
     async def run_in(self, mirror: Mirror) -> Outcome:
         # Every record written is folded into the mirror's state: done-set, failures, checkpoints alike.
-        writer = self._writer = ManifestWriter(mirror.manifest, on_append=mirror.state.feed)
+        state = mirror.state
+        writer = self._writer = ManifestWriter(mirror.manifest, on_append=state.feed, counted=(state.covered, state.lines))
         try:
-            return await self._run(mirror.state, writer)
+            return await self._run(state, writer)
         finally:
             try:
                 writer.close()
             except OSError as e:
                 self.log(f"warning: could not finish writing {MANIFEST_NAME}: {e.strerror or e}")
             if writer.broken:
-                mirror.state.tainted = True  # the next start reads the log itself, not a snapshot of it
+                state.tainted = True  # the next start reads the log itself, not a snapshot of it
+            elif (end := writer.end()) is not None:
+                # Every record written was folded as it was appended: the snapshot at exit reads none back.
+                state.covered, state.lines = end
 
     async def _run(self, state: ResumeState, writer: ManifestWriter) -> Outcome:
         commits = GroupCommit(writer, fsync=self.cfg.fsync)

@@ -37,7 +37,7 @@ async def flush(writer: ManifestWriter, state: ResumeState, stop: StopControl) -
         if writer.appended - saved_at >= SNAPSHOT_EVERY and not writer.broken:
             # A restart after kill -9 then reads at most this many records instead of the whole log.
             try:
-                snapshot.save(writer.path, state, (writer.offset - state.covered, writer.appended - saved_at))
+                snapshot.save(writer.path, state, writer.end())
             except OSError:
                 pass  # only a cache: the next start reads more of the log
             saved_at = writer.appended

@@ -81,11 +81,14 @@ class ManifestWriter:
     """
 
     __slots__ = ("path", "_fd", "_buffer", "_last_flush", "flush_bytes", "flush_seconds", "offset", "durable_offset",
-                 "on_append", "appended", "broken")
+                 "on_append", "appended", "broken", "_lines", "_buffered_lines")
 
     def __init__(self, path: Path, flush_bytes: int = 0, flush_seconds: float = 0.25,
-                 on_append: Callable[[int, Record], None] | None = None) -> None:
-        """`on_append(offset, record)` sees every record as written: the crawl keeps its fold current with it."""
+                 on_append: Callable[[int, Record], None] | None = None, counted: tuple[int, int] | None = None) -> None:
+        """`on_append(offset, record)` sees every record as written: the crawl keeps its fold current with it.
+        `counted`: (bytes, lines) of the file as its last reader counted them (a torn last line is a line);
+        if the file still has that size, `end()` keeps the count, so a resume snapshot need not read back
+        what this writer wrote."""
         self.path = path
         self.on_append = on_append
         self.appended = 0  # records (so lines) appended by this writer
@@ -99,41 +102,66 @@ class ManifestWriter:
         size = os.fstat(self._fd).st_size
         self.offset = size  # bytes handed to the kernel so far (the file's size)
         self.durable_offset = 0
+        self._lines = counted[1] if counted is not None and counted[0] == size else None  # the file's, when known
+        self._buffered_lines = 0
         if size:
             with open(path, "rb") as f:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":
-                    self._buffer += b"\n"
+                    self._buffer += b"\n"  # ends a line its readers already count: no line of its own
 
     def append(self, record: Record) -> None:
         if self.on_append is not None:
             self.on_append(self.offset + len(self._buffer), record)
         self.appended += 1
-        self._buffer += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        if len(self._buffer) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_seconds:
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        buffer = self._buffer
+        if not buffer and not self.flush_bytes:
+            self._write(line, 1)  # the default: straight to the kernel, not copied through the buffer
+            return
+        buffer += line
+        self._buffered_lines += 1
+        if len(buffer) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
-        buffer = self._buffer
-        if not buffer:
-            return
+        if self._buffer:
+            self._write(self._buffer, self._buffered_lines)
+            self._buffer.clear()
+            self._buffered_lines = 0
+
+    def _write(self, data: bytes | bytearray, lines: int) -> None:
+        """All of `data` (holding `lines` lines) to the file; on an error what did not reach it stays buffered."""
         written = 0
         try:
-            written = os.write(self._fd, buffer)
-            if written < len(buffer):  # a short write: the rest, in turn
-                with memoryview(buffer) as view:
+            written = os.write(self._fd, data)
+            if written < len(data):  # a short write: the rest, in turn
+                with memoryview(data) as view:
                     while written < len(view):
                         written += os.write(self._fd, view[written:])
         except OSError as e:
             self.broken = True
-            del buffer[:written]
+            self._lines = None
             self.offset += written
+            if data is self._buffer:
+                del data[:written]
+            else:
+                self._buffer += data[written:]
+                self._buffered_lines += lines
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(e.errno, f"no space left to write the manifest {self.path}") from None
             raise
-        buffer.clear()
         self.offset += written
+        if self._lines is not None:
+            self._lines += lines
+
+    def end(self) -> tuple[int, int] | None:
+        """(bytes, lines) of the file as this writer left it; None when the line count is not known
+        (the file was not the size `counted` said, a write failed, or records are still buffered)."""
+        if self._lines is None or self._buffer:
+            return None
+        return self.offset, self._lines
 
     def sync(self) -> None:
         """fsync the log; safe from another thread while the loop appends (never during close)."""

@@ -47,17 +47,17 @@ def _lines(path: Path, start: int, covered: int) -> int:
     return count
 
 
-def save(manifest: Path, state: ResumeState, appended: tuple[int, int] | None = None) -> None:
+def save(manifest: Path, state: ResumeState, end: tuple[int, int] | None = None) -> None:
     """`state` must be the fold of the whole file as it is now (loaded, then fed every append since).
 
-    `appended` = (bytes, lines) written since the state's `covered` point, when the writer knows them;
-    else the lines since then are counted from the file.
+    `end` = (bytes, lines) of the file, when its writer knows them (`ManifestWriter.end`); else the
+    lines appended since the state's `covered` point are counted from the file.
     """
     if state.tainted:
         return
     st = os.stat(manifest)
-    if appended is not None:
-        covered, lines = state.covered + appended[0], state.lines + appended[1]
+    if end is not None:
+        covered, lines = end
     else:
         covered = st.st_size
         lines = state.lines + _lines(manifest, min(state.covered, covered), covered)

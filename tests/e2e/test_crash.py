@@ -100,6 +100,27 @@ def test_torn_and_garbage_manifest_lines_are_reported_once_and_kept(tmp_path):
     assert_complete(tmp_path, expected)
 
 
+async def test_a_crawls_exit_snapshot_is_the_log_as_read_without_reading_back_what_it_wrote(tmp_path, monkeypatch):
+    """The writer keeps the log's size and line count (a torn line left by kill -9 included), so the
+    snapshot saved at exit says what a full read says and the crawl never reads its own appends back."""
+    from crawler.state import snapshot
+
+    read_back: list[tuple[int, int]] = []
+    count_lines = snapshot._lines
+    monkeypatch.setattr(snapshot, "_lines",
+                        lambda path, start, end: read_back.append((start, end)) or count_lines(path, start, end))
+    manifest = tmp_path / MANIFEST_NAME
+    with SimThread(SimConfig(images=150, seed=33)) as sim:
+        await run_crawl(tmp_path, sim.api_base, browsing_level=31, max_images=60)
+        manifest.write_bytes(manifest.read_bytes() + b'{"kind":"image","id":12,"sta')  # torn by kill -9
+        await run_crawl(tmp_path, sim.api_base, browsing_level=31)
+    assert [(start, end) for start, end in read_back if end > start] == []  # (counting nothing is reading nothing)
+    saved, full = snapshot.load(manifest, models=False), resume.load(manifest, "q", snapshots=False)
+    assert saved is not None and (saved.covered, saved.lines) == (full.covered, full.lines) == (manifest.stat().st_size,
+                                                                                               manifest.read_bytes().count(b"\n"))
+    assert saved.done == full.done and len(full.done) == 150 and len(full.bad_lines) == 1
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real, tiny filesystem (tmpfs) mounted for the test. Where mounting is not permitted (not root) the

@@ -204,3 +204,34 @@ def test_close_fsyncs_unless_told_not_to_and_sync_fsyncs(tmp_path, monkeypatch):
     other = ManifestWriter(tmp_path / "other.jsonl")
     other.close(sync=False)
     assert len(synced) == 2
+
+
+@pytest.mark.parametrize("before", [b"", _line({"kind": "run"}) * 2, _line({"kind": "run"}) + b'{"kind":"ima'])
+def test_end_is_the_size_and_line_count_a_reader_of_the_whole_file_finds(tmp_path, before):
+    """What lets a crawl's exit snapshot skip reading back what it wrote: the writer's count from a counted
+    start (a torn last line included) is the count of a fresh read of the file."""
+    from crawler.state import resume
+
+    path = tmp_path / MANIFEST_NAME
+    path.write_bytes(before)
+    start = resume.load(path, "q", snapshots=False)
+    writer = ManifestWriter(path, counted=(start.covered, start.lines))
+    for i in range(3):
+        writer.append({"kind": "image", "id": i, "status": "done"})
+    writer.close(sync=False)
+    fresh = resume.load(path, "q", snapshots=False)
+    assert writer.end() == (fresh.covered, fresh.lines) == (path.stat().st_size, start.lines + 3)
+    assert fresh.bad_lines == ([2] if before.endswith(b"ima") else [])
+
+
+def test_end_is_unknown_without_a_count_of_this_very_file_or_after_a_failed_write(tmp_path, monkeypatch):
+    path = tmp_path / MANIFEST_NAME
+    path.write_bytes(_line({"kind": "run"}))
+    assert ManifestWriter(path).end() is None  # nobody counted it
+    assert ManifestWriter(path, counted=(1, 1)).end() is None  # counted when it had another size
+    writer = ManifestWriter(path, counted=(path.stat().st_size, 1))
+    assert writer.end() == (path.stat().st_size, 1)
+    monkeypatch.setattr(manifest.os, "write", _FullAfter(4))
+    with pytest.raises(DiskFull):
+        writer.append({"kind": "image", "id": 1})
+    assert writer.end() is None
