@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from bench.bytecodes import bytecodes
 from bench.ceiling import ceiling
 from bench.common import BENCH, Report, compile_bytecode, crawl_flags, ensure_aria2c, machine_info
 from bench.export_group import export_group
@@ -32,7 +33,7 @@ from bench.resume import resume
 from bench.serve_group import serve_group
 from bench.tls_group import large_group, tls_group
 
-GROUPS = ("ceiling", "latency", "tls", "large", "rate", "memory", "resume", "ray", "serve", "export", "instructions")
+GROUPS = ("ceiling", "latency", "tls", "large", "rate", "memory", "resume", "ray", "serve", "export", "instructions", "bytecodes")
 
 
 def _interrupt(_sig: int, _frame: object) -> None:
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "serve": lambda: serve_group(args, report, work),
             "export": lambda: export_group(args, report, work),
             "instructions": lambda: instructions(args, report, work),
+            "bytecodes": lambda: bytecodes(args, report, work),
         }
         for group in GROUPS:
             if group not in only:
