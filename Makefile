@@ -53,7 +53,7 @@ mutate: $(STAMP)
 	$(PY) tools/mutate/run.py
 
 # Throughput, latency hiding, CPU, rate accuracy, memory and resume start-up against the simulator
-# (127.0.0.1 only); prints a table and writes bench/results.json. ~10 min; QUICK=1 or bench-quick: ~3 min.
+# (127.0.0.1 only); prints a table and writes bench/results.json. 15-20 min; QUICK=1 or bench-quick: ~3 min.
 # Installs aria2c with apt-get when it is missing (the ceiling's reference; skipped if that fails).
 bench: $(STAMP)
 	$(PY) bench/bench.py $(if $(QUICK),--quick)

@@ -1,7 +1,7 @@
 """The benchmark: how fast, how lean and how polite the crawler is next to its ceilings, on this machine.
 
     .venv/bin/python bench/bench.py [--quick] [--workdir DIR] [--results FILE] [--only GROUP,...]
-    make bench                    # full: ~11-15 minutes on 2 cores (most of it the 200k crawl and the 10M resume)
+    make bench                    # full: 15-20 minutes on 2 cores (most of it the 200k crawl and the 10M resume)
     make bench-quick              # or make bench QUICK=1: smaller sizes, ~4 minutes
 
 Groups (each prints its part of the table; everything also goes to bench/results.json):
@@ -33,16 +33,21 @@ Groups (each prints its part of the table; everything also goes to bench/results
   export   peak RSS of export --format hf, parquet --embed-images and webdataset over a generated mirror
            of 100k (quick: 10k) done records with ~3.7 KB JPEGs, against 10k (quick: 1k); target:
            < 400 MB and <= 1.5x the small peak
+  instructions  user-space instructions per image of our crawl and the bare loop under valgrind's
+           callgrind (2,000 minus 1,000 images), per shared object: the CPU comparison without noise
+  bytecodes  the Python bytecodes each runs per image (sys.settrace, bench/trace_ops.py; 1,000 minus
+           500 images), by whose code: each of our stages, aiohttp, yarl, asyncio, aiolimiter
 
 Layout: bench/run.py (flags, the group loop, the targets), one module per group (ceiling.py with
 cpu, latency.py, tls_group.py (tls, large), rate.py, memory.py, resume.py, ray_group.py over ray_procs.py, serve_group.py,
-export_group.py), common.py (paths,
+export_group.py, instructions.py, bytecodes.py), common.py (paths,
 command lines, the report, machine facts) and procs.py (child processes, the simulator process);
-bare.py, simserve.py and manifest_gen.py are the helpers the groups run.
+bare.py, simserve.py, trace_ops.py and manifest_gen.py are the helpers the groups run.
 
 The simulator runs in its own process (bench/simserve.py, bodies pre-generated) with its CPU time
-measured per run, except for `rate` and `resume`, which need its request log with arrival times
-and run it in this process (crawler.simulator.SimThread). Every child has a timeout. The bench
+measured per run (`rate` runs two, and reads their arrival times with simserve's `times` command),
+except for `resume`, which needs its request log and runs it in this process
+(crawler.simulator.SimThread). Every child has a timeout. The bench
 reports (PASS/MISS next to each target); it asserts nothing. Only 127.0.0.1 is contacted (apt-get
 aside, when aria2c is missing and we are root; `ray` lists any socket of the Ray processes and
 drivers that is not on loopback). Temporary data lives in bench/.bench-* (or --workdir),

@@ -42,7 +42,7 @@ def _interrupt(_sig: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="civitai-mirror benchmark (see bench/bench.py)")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes: ~3 minutes instead of ~10")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: ~3 minutes instead of 15-20")
     parser.add_argument("--workdir", type=Path, default=BENCH,
                         help="where the temporary folder for downloads and manifests is made (default: bench/)")
     parser.add_argument("--results", type=Path, default=BENCH / "results.json")
