@@ -7,9 +7,11 @@
 Groups (each prints its part of the table; everything also goes to bench/results.json):
   ceiling  the same 5,000 simulator URLs (~50 KB) at the same concurrency into a fresh folder:
            aria2c (defaults; and --auto-save-interval=0 --file-allocation=none), a bare aiohttp loop
-           writing and discarding (bench/bare.py), and our full crawl (API pages, hashing, manifest,
-           group commit), in interleaved rounds (full: 2, best of each; quick: 1); full mode also
-           runs `--no-fsync` and one crawl under cProfile
+           writing and discarding (bench/bare.py), the writing one again followed by a timed `sync -f`
+           of its output (durable at its end, as the crawl is all along; no target), and our full
+           crawl (API pages, hashing, manifest, group commit), in interleaved rounds (full: 2, best of
+           each; quick: 1); full mode also runs `--no-fsync` and one crawl under cProfile
+           (crawl_profile.py)
   latency  the simulator adds 50 ms to every response; images/s at concurrency 8 / 32 / 128 / 256
            (target at 128 and 256: ours >= 0.9 x the bare loop's transfer rate)
   cpu      client user+sys CPU per 1,000 images (from the ceiling runs; target <= 1.15 x the bare

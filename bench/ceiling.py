@@ -7,8 +7,7 @@ A failed run is reported (MISS, its log tail kept), never raised.
 from __future__ import annotations
 
 import argparse
-import io
-import pstats
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,6 @@ from bench.common import (
     CEILING_IMAGES,
     CONCURRENCY,
     PY,
-    ROOT,
     UNTHROTTLED,
     Report,
     crawl_cmd,
@@ -33,6 +31,7 @@ from bench.common import (
     settle_disk,
     tree_stats,
 )
+from bench.crawl_profile import profile_crawl
 from bench.procs import Child, ChildResult, SimProcess, machine_cpu, proc_status_kb, run
 
 
@@ -146,6 +145,12 @@ def ceiling(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
                                                      "--file-allocation=none"], False))
         tools.append(("bare write", lambda d: [PY, str(BENCH / "bare.py"), str(url_file), str(d), str(CONCURRENCY)], False))
         tools.append(("bare discard", lambda d: [PY, str(BENCH / "bare.py"), str(url_file), "-", str(CONCURRENCY)], False))
+        # The bare loop made durable at its end (its files written back and the disk flushed: syncfs of the
+        # output's filesystem, `sync -f`, timed with it), as the crawl's group commits make it all along. No
+        # target: the gap between it and "bare write" is what durability itself costs on this disk.
+        tools.append(("bare write+sync", lambda d: ["sh", "-c", shlex.join([PY, str(BENCH / "bare.py"), str(url_file),
+                                                                            str(d), str(CONCURRENCY)])
+                                                     + " && sync -f " + shlex.quote(str(d))], False))
         tools.append(("ours", lambda d: crawl_cmd(d, sim.api_base, "--concurrency", str(CONCURRENCY), *UNTHROTTLED), True))
         if "--no-fsync" in flags and not args.quick:
             tools.append(("ours --no-fsync", lambda d: crawl_cmd(d, sim.api_base, "--concurrency", str(CONCURRENCY),
@@ -233,9 +238,14 @@ def ceiling(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
                  f"{result['ratios']['per_round']['ours/bare_write']}")
     report.print(f"   ours/aria2c defaults {fmt(ours_aria, '.2f')}  (target >= 1.5)   {v2}   per round "
                  f"{result['ratios']['per_round']['ours/aria2c_defaults']}")
+    result["ratios"]["ours/bare_write_sync"] = ratio("ours", "bare write+sync")
+    result["ratios"]["per_round"]["ours/bare_write_sync"] = round_ratios("ours", "bare write+sync")
     for label, key in (("ours/aria2c tuned   ", "ours/aria2c_tuned"), ("ours/bare discard   ", "ours/bare_discard")):
         if result["ratios"][key] is not None:
             report.print(f"   {label} {result['ratios'][key]:.2f}")
+    if result["ratios"]["ours/bare_write_sync"] is not None:
+        report.print(f"   ours/bare write+sync {result['ratios']['ours/bare_write_sync']:.2f}  (both durable at the end; no "
+                     f"target)   per round {result['ratios']['per_round']['ours/bare_write_sync']}")
     if "ours --no-fsync" in per_tool:  # issue 17: durability's cost is the gap between these two
         nofsync = result["ratios"]["ours_no_fsync/bare_write"]
         v4 = report.target("ours --no-fsync >= 0.95 x bare write", nofsync, ">= 0.95",
@@ -268,33 +278,3 @@ def ceiling(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
     result["cpu_per_image"] = cpu
     result["ratios"]["ours_cpu/bare_write_cpu"] = cpu_ratio
     return result
-
-
-def profile_crawl(work: Path, sim: SimProcess, n: int, logs: Path) -> dict[str, Any]:
-    out = fresh_dir(work / "out")
-    prof = work / "crawl.prof"
-    settle_disk()
-    result = run(crawl_cmd(out, sim.api_base, "--concurrency", str(CONCURRENCY), *UNTHROTTLED, profile=prof),
-                 logs / "profile.log", 600)
-    retire(out)
-    if result.rc != 0 or not prof.exists():
-        return {"error": f"profiled crawl failed: rc {result.rc}; {result.log_tail[-300:]!r}"}
-    stats = pstats.Stats(str(prof), stream=io.StringIO())
-    rows = []
-    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append({"function": f"{_short(filename)}:{line}({func})", "ncalls": nc, "tottime": tt, "cumtime": ct})
-    top_tot = sorted(rows, key=lambda r: -r["tottime"])[:15]
-    top_cum = sorted(rows, key=lambda r: -r["cumtime"])[:15]
-    return {"images": n, "wall_s": round(result.wall, 2), "cpu_s": round(result.cpu, 2),
-            "top_tottime": _round_rows(top_tot), "top_cumtime": _round_rows(top_cum)}
-
-
-def _short(filename: str) -> str:
-    for marker in ("site-packages/", str(ROOT) + "/", "/lib/python3"):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
-    return filename
-
-
-def _round_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**r, "tottime": round(r["tottime"], 3), "cumtime": round(r["cumtime"], 3)} for r in rows]
