@@ -16,7 +16,19 @@ from typing import Any
 
 import orjson
 
-from bench.common import BENCH, CEILING_BODY, CONCURRENCY, PY, ROOT, UNTHROTTLED, Report, crawl_cmd, fresh_dir, list_urls
+from bench.common import (
+    BENCH,
+    CEILING_BODY,
+    CONCURRENCY,
+    PY,
+    ROOT,
+    UNTHROTTLED,
+    Report,
+    crawl_cmd,
+    fresh_dir,
+    list_urls,
+    per_image,
+)
 from bench.procs import Child, SimProcess
 
 SIZES = (500, 1_000)
@@ -51,12 +63,6 @@ def traced(name: str, cmds: dict[int, list[str]], work: Path) -> dict[int, dict[
         result[n] = orjson.loads(out.read_bytes())
         out.unlink()
     return result
-
-
-def per_image(counts: dict[int, dict[str, int]]) -> dict[str, float]:
-    small, large = SIZES
-    return {k: (counts[large].get(k, 0) - counts[small].get(k, 0)) / (large - small)
-            for k in set(counts[small]) | set(counts[large])}
 
 
 def bytecodes(args: argparse.Namespace, report: Report, work: Path) -> dict[str, Any]:

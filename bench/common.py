@@ -121,6 +121,14 @@ def retire(path: Path) -> None:
     path.rename(trash / f"{path.name}-{time.monotonic_ns()}")
 
 
+def per_image(counts: dict[int, dict[str, Any]]) -> dict[str, float]:
+    """Counts of two runs of different sizes (images -> {key: count}) made per image: the larger's minus the
+    smaller's over the difference in images, so start-up drops out (the instructions and bytecodes groups)."""
+    small, large = sorted(counts)
+    return {k: (counts[large].get(k, 0) - counts[small].get(k, 0)) / (large - small)
+            for k in set(counts[small]) | set(counts[large])}
+
+
 def settle_disk() -> None:
     """Write back dirty pages between runs so one run's writeback does not land on the next."""
     os.sync()

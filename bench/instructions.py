@@ -32,6 +32,7 @@ from bench.common import (
     fresh_dir,
     list_urls,
     manifest_summary,
+    per_image,
     tree_stats,
 )
 from bench.procs import Child, SimProcess
@@ -78,12 +79,6 @@ def counted(name: str, cmds: dict[int, list[str]], work: Path, timeout: float) -
         result[n] = objects(out)
         out.unlink()
     return result
-
-
-def per_image(counts: dict[int, dict[str, float]]) -> dict[str, float]:
-    small, large = SIZES
-    names = set(counts[small]) | set(counts[large])
-    return {o: (counts[large].get(o, 0) - counts[small].get(o, 0)) / (large - small) for o in names}
 
 
 def instructions(args: argparse.Namespace, report: Report, work: Path) -> dict[str, Any]:
