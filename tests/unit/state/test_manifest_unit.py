@@ -183,6 +183,20 @@ def test_a_full_disk_is_disk_full_and_the_partial_write_is_counted(tmp_path, mon
     assert [r["id"] for r in iter_records(path)] == [1]  # the torn second line is skipped by readers
 
 
+def test_after_a_full_disk_the_rest_of_the_torn_record_is_written_first(tmp_path, monkeypatch):
+    """What a failed write did not hand to the kernel is kept and goes out before the next record."""
+    path = tmp_path / MANIFEST_NAME
+    writer = ManifestWriter(path)
+    monkeypatch.setattr(manifest.os, "write", _FullAfter(5))
+    with pytest.raises(DiskFull):
+        writer.append({"kind": "image", "id": 1})
+    monkeypatch.setattr(manifest.os, "write", _REAL_WRITE)  # space freed
+    writer.append({"kind": "image", "id": 2})
+    writer.close(sync=False)
+    assert path.read_bytes() == _line({"kind": "image", "id": 1}) + _line({"kind": "image", "id": 2})
+    assert writer.offset == path.stat().st_size
+
+
 def test_another_write_error_is_raised_as_it_is(tmp_path, monkeypatch):
     writer = ManifestWriter(tmp_path / MANIFEST_NAME)
     monkeypatch.setattr(manifest.os, "write", _FullAfter(0, errno.EIO))
