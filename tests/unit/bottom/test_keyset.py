@@ -33,6 +33,16 @@ def test_discard_removes_either_kind_and_ignores_absent_keys():
     assert set(done) == {2} and len(done) == 1
 
 
+def test_ids_added_and_discarded_in_bulk_leave_the_other_keys_alone():
+    """A manifest run's ids join the done-set, and leave the gone-set, as one bitmap each."""
+    from pyroaring import BitMap64
+
+    gone = KeySet([1, 2, 3, UUID])
+    gone.add_ids(BitMap64([3, 4]))
+    gone.discard_ids(BitMap64([2, 4, 99]))
+    assert gone == {1, 3, UUID}
+
+
 def test_an_id_and_its_digits_as_text_are_different_keys():
     done = KeySet(["42"])
     assert 42 not in done and "42" in done

@@ -59,3 +59,19 @@ def test_redact_hides_token():
 def test_next_page_query_drops_token_and_keeps_cursor():
     q = urls.query_of("https://civitai.com/api/v1/images?limit=2&token=S&cursor=200%7C1744925337225")
     assert ("cursor", "200|1744925337225") in q and all(k != "token" for k, _ in q)
+
+
+@pytest.mark.parametrize("url", [
+    "https://image.civitai.com/xG1nkqKTMzGDvpLrqFT7WA/0b6d3c8e-2d1a-4f7e-9a0e-3b1c2a9f7e11/width=450/1.jpeg",
+    "https://h.example/a/b://c/d",  # a second "://" inside the path is part of the path
+    "https://h.example/a/b://c/d://e?x=1://y#z",
+    "https://h.example/a//b/?q=1?r=2#f#g",  # "?" and "#" twice: the path ends at the first of either
+    "https://h.example/a/b#f?not-a-query",
+    "/a/b/c?q",  # already a path
+    "https://h.example",
+])
+def test_path_segments_are_those_of_the_parsed_path(url):
+    """The plain string splitting reads the same segments as the standard parser, odd URLs included."""
+    from urllib.parse import urlsplit
+
+    assert urls.path_segments(url) == [s for s in urlsplit(url).path.split("/") if s]

@@ -10,6 +10,7 @@ alone decides the pace.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import aiohttp
@@ -73,9 +74,8 @@ async def test_a_pause_holds_every_caller_until_it_ends(sim_factory):
     assert [t for t in starts if t < begin] and [t for t in starts if t >= begin + 0.8]
 
 
-async def test_bytes_never_exceed_the_cap_in_any_second_and_nearly_reach_it():
-    rate, seconds = 400_000, 3.0
-    gate = ByteGate(rate)
+async def _read_through(gate: ByteGate, seconds: float) -> list[tuple[float, int]]:
+    """8 readers take uneven reads, up to a chunk each, through `gate` for `seconds`: (when, bytes) admitted."""
     admitted: list[tuple[float, int]] = []
     deadline = time.monotonic() + seconds
 
@@ -85,14 +85,57 @@ async def test_bytes_never_exceed_the_cap_in_any_second_and_nearly_reach_it():
             admitted.append((time.monotonic(), size))
 
     async with asyncio.TaskGroup() as group:
-        for n in range(8):  # uneven reads, up to a chunk each
+        for n in range(8):
             group.create_task(reader((n + 1) * gate.chunk // 8))
+    return admitted
+
+
+def _most_within(admitted: list[tuple[float, int]], span: float) -> int:
+    """The most bytes admitted within any `span` seconds."""
     most = start = total = 0
     for t, size in admitted:
         total += size
-        while t - admitted[start][0] >= 1.0:
+        while t - admitted[start][0] >= span:
             total -= admitted[start][1]
             start += 1
         most = max(most, total)
+    return most
+
+
+async def test_bytes_never_exceed_the_cap_in_any_second_and_nearly_reach_it():
+    rate, seconds = 400_000, 3.0
+    admitted = await _read_through(ByteGate(rate), seconds)
+    most = _most_within(admitted, 1.0)
     assert most <= rate, f"{most} bytes admitted within one second"
     assert sum(size for _, size in admitted) >= 0.9 * rate * seconds
+
+
+async def test_the_pace_is_smooth_within_the_second():
+    """--max-rate shapes the traffic: a tenth of a second never gets much more than a tenth of the rate
+    (a bucket holding the whole second's budget would let it all through in a burst at the start)."""
+    rate = 400_000
+    gate = ByteGate(rate)
+    admitted = await _read_through(gate, 1.5)
+    most = _most_within(admitted, 0.1)
+    assert most <= 0.1 * rate + 3 * gate.chunk, f"{most} bytes admitted within 0.1 s"
+
+
+def test_a_chunk_fits_the_budget_many_times_a_second_and_is_at_most_256_KiB():
+    assert ByteGate(1 << 20).chunk == 1 << 16  # 16 reads a second at 1 MiB/s
+    assert ByteGate(100 << 20).chunk == 256 << 10  # the read size is capped: memory per read stays small
+    for rate in (1, 2, 15, 16, 31, 1000):
+        gate = ByteGate(rate)
+        assert 1 <= gate.chunk <= rate and gate.chunk <= max(1, rate // 16)
+
+
+async def test_at_one_byte_a_second_each_byte_waits_its_second():
+    """The smallest budget still moves: the window's count starts at nothing, a byte fits a budget of one,
+    and every byte asked for is paid for."""
+    gate = ByteGate(1)
+    times = [time.monotonic()]
+    for _ in range(3):
+        await asyncio.wait_for(gate.acquire(1), 5)
+        times.append(time.monotonic())
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] < 0.5, gaps  # the first byte at once
+    assert all(1.0 <= gap < 2.0 for gap in gaps[1:]), gaps

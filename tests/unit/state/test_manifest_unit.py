@@ -183,11 +183,12 @@ def test_a_full_disk_is_disk_full_and_the_partial_write_is_counted(tmp_path, mon
     assert [r["id"] for r in iter_records(path)] == [1]  # the torn second line is skipped by readers
 
 
-def test_after_a_full_disk_the_rest_of_the_torn_record_is_written_first(tmp_path, monkeypatch):
+@pytest.mark.parametrize("room", [0, 5])  # the write refused outright, or torn after 5 bytes
+def test_after_a_full_disk_the_rest_of_the_torn_record_is_written_first(tmp_path, monkeypatch, room):
     """What a failed write did not hand to the kernel is kept and goes out before the next record."""
     path = tmp_path / MANIFEST_NAME
     writer = ManifestWriter(path)
-    monkeypatch.setattr(manifest.os, "write", _FullAfter(5))
+    monkeypatch.setattr(manifest.os, "write", _FullAfter(room))
     with pytest.raises(DiskFull):
         writer.append({"kind": "image", "id": 1})
     monkeypatch.setattr(manifest.os, "write", _REAL_WRITE)  # space freed
@@ -220,8 +221,9 @@ def test_close_fsyncs_unless_told_not_to_and_sync_fsyncs(tmp_path, monkeypatch):
     assert len(synced) == 2
 
 
+@pytest.mark.parametrize("flush_bytes", [0, 1 << 20])  # each record written at once, or batched
 @pytest.mark.parametrize("before", [b"", _line({"kind": "run"}) * 2, _line({"kind": "run"}) + b'{"kind":"ima'])
-def test_end_is_the_size_and_line_count_a_reader_of_the_whole_file_finds(tmp_path, before):
+def test_end_is_the_size_and_line_count_a_reader_of_the_whole_file_finds(tmp_path, before, flush_bytes):
     """What lets a crawl's exit snapshot skip reading back what it wrote: the writer's count from a counted
     start (a torn last line included) is the count of a fresh read of the file."""
     from crawler.state import resume
@@ -229,12 +231,14 @@ def test_end_is_the_size_and_line_count_a_reader_of_the_whole_file_finds(tmp_pat
     path = tmp_path / MANIFEST_NAME
     path.write_bytes(before)
     start = resume.load(path, "q", snapshots=False)
-    writer = ManifestWriter(path, counted=(start.covered, start.lines))
-    for i in range(3):
+    writer = ManifestWriter(path, counted=(start.covered, start.lines), flush_bytes=flush_bytes)
+    for i in range(5):
         writer.append({"kind": "image", "id": i, "status": "done"})
+        if i == 2:
+            writer.flush()  # two batches: each counts its own lines
     writer.close(sync=False)
     fresh = resume.load(path, "q", snapshots=False)
-    assert writer.end() == (fresh.covered, fresh.lines) == (path.stat().st_size, start.lines + 3)
+    assert writer.end() == (fresh.covered, fresh.lines) == (path.stat().st_size, start.lines + 5)
     assert fresh.bad_lines == ([2] if before.endswith(b"ima") else [])
 
 
