@@ -343,3 +343,27 @@ async def test_read_digest_reads_in_bounded_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2**20  # about two 1 MiB chunks at once, not the 8 MiB file
+
+
+async def test_a_mirror_folder_not_made_yet_is_made_with_its_parents(tmp_path):
+    """The first run into `--out a/b/mirror` that does not exist yet: clearing leftovers makes the folder
+    for named parts, parents included, and there is nothing to clear."""
+    root = tmp_path / "a" / "b" / "mirror"
+    store = DiskStore(root)
+    assert await store.clear_leftovers() == 0
+    assert (root / disk.PARTIAL_DIR).is_dir()
+    assert await store.clear_leftovers() == 0  # and again, the folder being there
+
+
+async def test_without_proc_mounted_named_parts_are_used_from_the_start(tmp_path, kernel, monkeypatch):
+    """An O_TMPFILE file is named through /proc/self/fd; where /proc is not mounted (some containers) the
+    store does not make files it could not name: named .part files from the first download."""
+    fake = kernel()
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: False if str(p) == "/proc/self/fd" else real_isdir(p))
+    store = DiskStore(tmp_path)
+    await store.clear_leftovers()
+    sink = store.sink(REL, "image/png")
+    await sink.write(b"body")
+    await sink.commit()
+    assert fake.tmpfile_opens == 0 and (tmp_path / REL).read_bytes() == b"body"
