@@ -48,7 +48,7 @@ lint: $(STAMP)
 	$(PY) tools/check_module_size.py crawler bench
 	$(VENV)/bin/mypy
 
-# Mutation testing of the promise-carrying modules against their unit tests (~5 min); not in make test.
+# Mutation testing of the promise-carrying modules against their unit tests (~25 min); not in make test.
 mutate: $(STAMP)
 	$(PY) tools/mutate/run.py
 
