@@ -7,7 +7,8 @@
 Groups (each prints its part of the table; everything also goes to bench/results.json):
   ceiling  the same 5,000 simulator URLs (~50 KB) at the same concurrency into a fresh folder:
            aria2c (defaults; and --auto-save-interval=0 --file-allocation=none), a bare aiohttp loop
-           writing and discarding (bench/bare.py), the writing one again followed by a timed `sync -f`
+           writing and discarding (bench/bare.py), a minimal HTTP/1.1 loop without aiohttp writing
+           (bench/raw.py: the HTTP library's share), the writing bare loop again followed by a timed `sync -f`
            of its output (durable at its end, as the crawl is all along; no target), and our full
            crawl (API pages, hashing, manifest, group commit), in interleaved rounds (full: 2, best of
            each; quick: 1); full mode also runs `--no-fsync` and one crawl under cProfile
@@ -35,7 +36,7 @@ Groups (each prints its part of the table; everything also goes to bench/results
   export   peak RSS of export --format hf, parquet --embed-images and webdataset over a generated mirror
            of 100k (quick: 10k) done records with ~3.7 KB JPEGs, against 10k (quick: 1k); target:
            < 400 MB and <= 1.5x the small peak
-  instructions  user-space instructions per image of our crawl and the bare loop under valgrind's
+  instructions  user-space instructions per image of our crawl, the bare loop and bench/raw.py under valgrind's
            callgrind (2,000 minus 1,000 images), per shared object: the CPU comparison without noise
   bytecodes  the Python bytecodes each runs per image (sys.settrace, bench/trace_ops.py; 1,000 minus
            500 images), by whose code: each of our stages, aiohttp, yarl, asyncio, aiolimiter

@@ -144,6 +144,10 @@ def ceiling(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
             tools.append(("aria2c tuned", lambda d: [*base, "-d", str(d), "--auto-save-interval=0",
                                                      "--file-allocation=none"], False))
         tools.append(("bare write", lambda d: [PY, str(BENCH / "bare.py"), str(url_file), str(d), str(CONCURRENCY)], False))
+        # Below the bare loop: a minimal HTTP/1.1 loop without aiohttp (not a usable client): its gap to
+        # "bare write" is the HTTP library's own work per image.
+        tools.append(("raw http write", lambda d: [PY, str(BENCH / "raw.py"), str(url_file), str(d),
+                                                       str(CONCURRENCY)], False))
         tools.append(("bare discard", lambda d: [PY, str(BENCH / "bare.py"), str(url_file), "-", str(CONCURRENCY)], False))
         # The bare loop made durable at its end (its files written back and the disk flushed: syncfs of the
         # output's filesystem, `sync -f`, timed with it), as the crawl's group commits make it all along. No

@@ -96,32 +96,40 @@ def instructions(args: argparse.Namespace, report: Report, work: Path) -> dict[s
             url_files[n] = work / f"urls-{n}.txt"
             url_files[n].write_text("\n".join(urls[:n]) + "\n")
         outs = {("ours", n): fresh_dir(work / f"instr-ours-{n}") for n in SIZES}
-        outs.update({("bare", n): fresh_dir(work / f"instr-bare-{n}") for n in SIZES})
+        outs.update({(tool, n): fresh_dir(work / f"instr-{tool}-{n}") for tool in ("bare", "raw") for n in SIZES})
         ours = counted("ours", {n: crawl_cmd(outs["ours", n], sim.api_base, "--concurrency", str(CONCURRENCY),
                                              *UNTHROTTLED, "--max-images", str(n)) for n in SIZES}, work, 1800)
         bare = counted("bare", {n: [PY, str(BENCH / "bare.py"), str(url_files[n]), str(outs["bare", n]), str(CONCURRENCY)]
                                 for n in SIZES}, work, 1800)
+        # A minimal HTTP/1.1 loop without aiohttp (bench/raw.py): its gap to the bare loop is the library's share.
+        raw = counted("raw", {n: [PY, str(BENCH / "raw.py"), str(url_files[n]), str(outs["raw", n]), str(CONCURRENCY)]
+                              for n in SIZES}, work, 1800)
     for n in SIZES:  # a count is only worth something for a run that fetched every image
         done = len(manifest_summary(outs["ours", n] / "manifest.jsonl")["done_urls"])
-        files = tree_stats(outs["bare", n])[0]
-        if done != n or files != n:
-            raise RuntimeError(f"incomplete run under valgrind: ours {done}/{n} done, bare {files}/{n} files")
-    ours_img, bare_img = per_image(ours), per_image(bare)
-    names = sorted(set(ours_img) | set(bare_img), key=lambda o: -max(ours_img.get(o, 0), bare_img.get(o, 0)))
-    report.print(f"   {'object':28s} {'ours/image':>11s} {'bare/image':>11s}")
+        files = {tool: tree_stats(outs[tool, n])[0] for tool in ("bare", "raw")}
+        if done != n or set(files.values()) != {n}:
+            raise RuntimeError(f"incomplete run under valgrind: ours {done}/{n} done, files {files} of {n}")
+    ours_img, bare_img, raw_img = per_image(ours), per_image(bare), per_image(raw)
+    names = sorted(set(ours_img) | set(bare_img) | set(raw_img),
+                   key=lambda o: -max(ours_img.get(o, 0), bare_img.get(o, 0)))
+    report.print(f"   {'object':28s} {'ours/image':>11s} {'bare/image':>11s} {'raw/image':>11s}")
     for o in names:
-        a, b = ours_img.get(o, 0), bare_img.get(o, 0)
-        if max(a, b) >= 1_000:
+        a, b, c = ours_img.get(o, 0), bare_img.get(o, 0), raw_img.get(o, 0)
+        if max(a, b, c) >= 1_000:
             left_out = "   (left out: see above)" if o.startswith(CRYPTO) else ""
-            report.print(f"   {o:28s} {a / 1e3:9.0f} K {b / 1e3:9.0f} K{left_out}")
-    ours_total = sum(v for o, v in ours_img.items() if not o.startswith(CRYPTO))
-    bare_total = sum(v for o, v in bare_img.items() if not o.startswith(CRYPTO))
+            report.print(f"   {o:28s} {a / 1e3:9.0f} K {b / 1e3:9.0f} K {c / 1e3:9.0f} K{left_out}")
+    totals = {name: sum(v for o, v in img.items() if not o.startswith(CRYPTO))
+              for name, img in (("ours", ours_img), ("bare", bare_img), ("raw", raw_img))}
+    ours_total, bare_total = totals["ours"], totals["bare"]
     start = {name: (sum(c[SIZES[0]].values()) - SIZES[0] * sum(img.values())) / 1e6
-             for name, c, img in (("ours", ours, ours_img), ("bare", bare, bare_img))}
+             for name, c, img in (("ours", ours, ours_img), ("bare", bare, bare_img), ("raw", raw, raw_img))}
     ratio = ours_total / bare_total if bare_total else None
-    report.print(f"   {'all but libcrypto':28s} {ours_total / 1e3:9.0f} K {bare_total / 1e3:9.0f} K   "
-                 f"ours/bare {ratio:.2f}" if ratio else "")
-    report.print(f"   start-up (all objects): ours {start['ours']:.0f} M, bare {start['bare']:.0f} M instructions")
-    return {"per_image": {"ours": ours_img, "bare": bare_img},
-            "per_image_without_crypto": {"ours": ours_total, "bare": bare_total}, "ratio_without_crypto": ratio,
+    report.print(f"   {'all but libcrypto':28s} {ours_total / 1e3:9.0f} K {bare_total / 1e3:9.0f} K "
+                 f"{totals['raw'] / 1e3:9.0f} K   ours/bare {ratio:.2f}" if ratio else "")
+    report.print(f"   start-up (all objects): ours {start['ours']:.0f} M, bare {start['bare']:.0f} M, "
+                 f"raw {start['raw']:.0f} M instructions")
+    report.print("   (raw: bench/raw.py, a minimal HTTP/1.1 loop without aiohttp, not a usable client: bare - raw is the "
+                 "HTTP library's share of the bare loop)")
+    return {"per_image": {"ours": ours_img, "bare": bare_img, "raw": raw_img},
+            "per_image_without_crypto": totals, "ratio_without_crypto": ratio,
             "startup_minstr": start, "valgrind": tool.get("version")}
