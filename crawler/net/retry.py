@@ -124,7 +124,9 @@ async def attempts(
                 continue
             failures += 1
             if failures > policy.retries:
-                raise Retryable(e.reason, f"{e.detail} (after {failures} tries)".strip(), e.retry_after) from e
+                tries = f"after {failures} {'try' if failures == 1 else 'tries'}"
+                # "http-500: after 2 tries", "truncated: 10 of 20 bytes (after 1 try)"
+                raise Retryable(e.reason, f"{e.detail} ({tries})" if e.detail else tries, e.retry_after) from e
             wait = policy.delay(failures - 1, rng)
             if e.retry_after is not None:
                 wait = max(wait, e.retry_after)

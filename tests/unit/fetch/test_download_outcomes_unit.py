@@ -120,10 +120,10 @@ def _chunked(body: bytes, pieces: int = 4) -> Callable[[web.Request], Any]:
 STATUS_TABLE = [
     (404, {}, b"", {}, ("gone", None, "http-404", 1)),
     (410, {}, b"", {}, ("gone", None, "http-410", 1)),
-    (408, {}, b"", {}, ("failed", "http-408", "http-408: (after 2 tries)", 2)),
-    (500, {}, b"", {}, ("failed", "http-500", "http-500: (after 2 tries)", 2)),
-    (501, {}, b"", {}, ("failed", "http-501", "http-501: (after 2 tries)", 2)),
-    (599, {}, b"", {}, ("failed", "http-599", "http-599: (after 2 tries)", 2)),
+    (408, {}, b"", {}, ("failed", "http-408", "http-408: after 2 tries", 2)),
+    (500, {}, b"", {}, ("failed", "http-500", "http-500: after 2 tries", 2)),
+    (501, {}, b"", {}, ("failed", "http-501", "http-501: after 2 tries", 2)),
+    (599, {}, b"", {}, ("failed", "http-599", "http-599: after 2 tries", 2)),
     (201, JPEG, IMG, {}, ("failed", "http-201", "http-201", 1)),
     (403, {}, b"", {}, ("failed", "http-403", "http-403", 1)),
     (409, {}, b"", {}, ("failed", "http-409", "http-409", 1)),
@@ -373,7 +373,7 @@ async def test_a_truncated_body_says_what_aiohttp_saw(sim_factory, tmp_path):
         result, d = await _sim_outcome(sim, tmp_path, retries=0)
     assert (result.status, result.reason) == ("failed", "truncated"), result
     assert (result.error or "").startswith("truncated: Response payload is not completed")
-    assert "(received 2222 of 4444 bytes)" in (result.error or "") and result.error.endswith(" (after 1 tries)")
+    assert "(received 2222 of 4444 bytes)" in (result.error or "") and result.error.endswith(" (after 1 try)")
     assert dict(d.counters.statuses) == {200: 1} and d.counters.bytes == 0
 
 
@@ -382,14 +382,14 @@ async def test_a_reset_body_keeps_200_characters_of_the_error(sim_factory, tmp_p
         result, _ = await _sim_outcome(sim, tmp_path, retries=0)
     assert (result.status, result.reason) == ("failed", "truncated"), result
     error = result.error or ""
-    assert error.startswith("truncated: Response payload is not completed") and error.endswith(" (after 1 tries)")
-    assert len(error.removeprefix("truncated: ").removesuffix(" (after 1 tries)")) == 200, error
+    assert error.startswith("truncated: Response payload is not completed") and error.endswith(" (after 1 try)")
+    assert len(error.removeprefix("truncated: ").removesuffix(" (after 1 try)")) == 200, error
 
 
 async def test_a_stalled_body_says_how_long_it_waited(sim_factory, tmp_path):
     async with sim_factory(images=5, seed=3, faults=FaultConfig(cdn_stall=1.0, stall_seconds=20)) as sim:
         result, _ = await _sim_outcome(sim, tmp_path, retries=0, timeout=0.3)
-    assert (result.status, result.reason, result.error) == ("failed", "stalled", "stalled: no byte for 0.3s (after 1 tries)")
+    assert (result.status, result.reason, result.error) == ("failed", "stalled", "stalled: no byte for 0.3s (after 1 try)")
 
 
 async def test_a_closed_port_is_a_connection_failure_counted_as_status_0(tmp_path):
@@ -433,5 +433,5 @@ async def test_a_connection_never_accepted_is_stalled_after_the_timeout(tmp_path
         for f in fillers:
             f.close()
         server.close()
-    assert (result.status, result.reason, result.error) == ("failed", "stalled", "stalled: no connection in 5s (after 1 tries)")
+    assert (result.status, result.reason, result.error) == ("failed", "stalled", "stalled: no connection in 5s (after 1 try)")
     assert dict(d.counters.statuses) == {}  # no answer, and not counted as a connection error either

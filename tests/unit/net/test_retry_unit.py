@@ -133,7 +133,8 @@ def test_no_retries_means_one_try():
     request = Script(Retryable("http-500"))
     with pytest.raises(Retryable) as raised:
         run(attempts(request, RetryPolicy(retries=0, base=0.1, cap=1.0), random.Random(1)))
-    assert request.calls == 1 and raised.value.detail == "(after 1 tries)"
+    assert request.calls == 1 and raised.value.detail == "after 1 try"
+    assert str(raised.value) == "http-500: after 1 try"  # no colon before a parenthesis, no "1 tries"
 
 
 @pytest.mark.parametrize("outcome", [Gone("http-404"), Fatal("too-large")])
@@ -168,7 +169,7 @@ def test_past_the_throttle_budget_429s_count_as_failures(sleeps):
         run(attempts(request, policy, random.Random(1), pause_host=paused.append))
     assert paused == [0.5, 0.5] and request.calls == 4
     assert sleeps == [0.5]  # the third 429 is a failure: it waits max(backoff, Retry-After)
-    assert raised.value.reason == "http-429" and raised.value.detail == "(after 2 tries)"
+    assert raised.value.reason == "http-429" and raised.value.detail == "after 2 tries"
 
 
 def test_counters_tell_throttles_from_retries():
