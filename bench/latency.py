@@ -65,10 +65,14 @@ def latency(args: argparse.Namespace, report: Report, work: Path, aria2c: str | 
         ratio = ours["xfer_rate"] / bare["xfer_rate"] if ours["ok"] and bare["ok"] and ours["xfer_rate"] and \
             bare["xfer_rate"] else None
         row["ours/bare_xfer"] = ratio
+        # Same images for both: where both keep a core busy, the rate ratio follows the inverse of this one.
+        cpu = ours["cpu"] / bare["cpu"] if ours["ok"] and bare["ok"] and bare["cpu"] else None
+        row["ours/bare_cpu"] = cpu
         if c >= 128:
             v = report.target(f"latency c={c}: ours xfer >= 0.9 x bare write", ratio, ">= 0.9",
                               None if ratio is None else ratio >= 0.9)
-            report.print(f"   c={c}: ours/bare write (xfer) {fmt(ratio, '.2f')}  (target >= 0.9)  {v}")
+            report.print(f"   c={c}: ours/bare write (xfer) {fmt(ratio, '.2f')}  (target >= 0.9)  {v}   "
+                         f"CPU ours/bare {fmt(cpu, '.2f')} (the rounds shown)")
     failed = [f"c={r['concurrency']} {n}: {r[n]['note']}" for r in rows for n in names if not r[n]["ok"]]
     for line in failed:
         report.print(f"   FAILED {line}")
