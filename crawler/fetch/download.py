@@ -15,13 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
-import aiohttp
 from yarl import URL
 
 from crawler import urls
 from crawler.config.settings import CrawlConfig
 from crawler.fetch.result import Fetched
 from crawler.keys import Key
+from crawler.net.cdn.client import CdnClient
+from crawler.net.cdn.errors import ClientError, Truncated
+from crawler.net.cdn.framing import Response
 from crawler.net.errors import connection_detail
 from crawler.net.limits import ByteGate, HostGate
 from crawler.net.retry import Fatal, Gone, RequestCounters, RequestFailed, Retryable, RetryPolicy, attempts, parse_retry_after
@@ -53,13 +55,12 @@ class DownloadCounters(RequestCounters):
 class Downloader:
     """One per crawl (or per Ray download actor): the CDN session, its gate, the retry policy and the store."""
 
-    def __init__(self, session: aiohttp.ClientSession, gate: HostGate, policy: RetryPolicy, store: Store,
+    def __init__(self, session: CdnClient, gate: HostGate, policy: RetryPolicy, store: Store,
                  allowed_hosts: frozenset[str], max_bytes: int, timeout: float, rng: random.Random,
                  on_pause: Callable[[float], None] | None = None, bandwidth: ByteGate | None = None) -> None:
-        """`session` sends the CDN's request headers itself (`net.sessions.cdn_session`): merging per-request
-        headers costs aiohttp a loop in Python for every image.
+        """`session`: the CDN's client (`net.sessions.cdn_client`), which sends the request headers itself.
         `timeout`: an attempt that waits this long for a byte (headers or body) is retried as `stalled`
-        (`net.stalls`; the session has no `sock_read` timeout of its own). Built on the running loop.
+        (`net.stalls`; the client bounds only connecting). Built on the running loop.
         `on_pause(seconds)`: told of every 429 pause, so that other pools (Ray actors) pause too.
         `bandwidth`: --max-rate, paid for each chunk before it is used (reads are then one chunk of it)."""
         self.session = session
@@ -115,7 +116,7 @@ class Downloader:
 
     async def fetch(self, key: Key, url: str, video: bool = False) -> Saved:
         try:
-            parsed: URL | None = URL(url)  # once: the allow-list judges, and aiohttp requests, this very URL
+            parsed: URL | None = URL(url)  # once: the allow-list judges, and the client requests, this very URL
         except (ValueError, TypeError):
             parsed = None
         if parsed is None or not urls.is_allowed(parsed, self.allowed_hosts):
@@ -136,14 +137,13 @@ class Downloader:
             try:
                 with self.stalls.watch() as watch:
                     watch.waiting()
-                    async with self.session.get(url, allow_redirects=False) as response:
+                    async with self.session.get(url) as response:
                         watch.idle()
                         self.counters.statuses[response.status] += 1
                         if response.status in (301, 302, 303, 307, 308):
                             url = self._redirect_target(url, response)
                             continue
-                        # The raw header, split by us: aiohttp's `content_type` runs a full MIME parser per response.
-                        content_type = layout.media_type(response.headers.get("Content-Type"))
+                        content_type = layout.media_type(response.headers.get("content-type"))
                         length = self._check_status(response, content_type)
                         if video and content_type.startswith("image/"):
                             # Users' one-frame webps: a size transform answered a video with a still.
@@ -151,22 +151,22 @@ class Downloader:
                         return await self._save(key, response, content_type, length, watch)
             except Stalled as e:
                 raise Retryable("stalled", str(e)) from None
-            except aiohttp.ClientPayloadError as e:
-                raise Retryable("truncated", str(e)[:200]) from None
-            except (TimeoutError, aiohttp.ServerTimeoutError):  # connecting took longer than --timeout
+            except Truncated as e:
+                raise Retryable("truncated", str(e)) from None
+            except TimeoutError:  # connecting took longer than --timeout
                 raise Retryable("stalled", f"no connection in {self.stalls.timeout:g}s") from None
-            except aiohttp.ClientError as e:
+            except ClientError as e:
                 self.counters.statuses[0] += 1
                 raise Retryable("connection", connection_detail(e, urls.redact(str(url)))) from None
         raise Fatal("redirect-loop", f"more than {_MAX_REDIRECTS} redirects")
 
-    def _redirect_target(self, url: URL, response: aiohttp.ClientResponse) -> URL:
-        target = urljoin(str(url), response.headers.get("Location", ""))
+    def _redirect_target(self, url: URL, response: Response) -> URL:
+        target = urljoin(str(url), response.headers.get("location", ""))
         if not urls.is_allowed(target, self.allowed_hosts):
             raise Fatal("refused-redirect", f"redirect to host {urls.host_of(target) or '?'} is not allowed")
         return URL(target)
 
-    def _check_status(self, response: aiohttp.ClientResponse, content_type: str) -> int | None:
+    def _check_status(self, response: Response, content_type: str) -> int | None:
         """Raise what a status other than 200, or a 200 we cannot keep, means; else the Content-Length."""
         status = response.status
         if status == 200:
@@ -179,12 +179,12 @@ class Downloader:
             return length
         if status in (404, 410):
             raise Gone(f"http-{status}")
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         if status == 429 or status == 408 or status >= 500:
             raise Retryable(f"http-{status}", retry_after=retry_after)
         raise Fatal(f"http-{status}")
 
-    async def _save(self, key: Key, response: aiohttp.ClientResponse, content_type: str, expected: int | None,
+    async def _save(self, key: Key, response: Response, content_type: str, expected: int | None,
                     watch: Watch) -> Saved:
         final_rel = layout.relative_path(key, content_type)
         digest = hashlib.sha256()
@@ -201,7 +201,7 @@ class Downloader:
                 if not chunk:
                     break
                 if bandwidth is not None:
-                    # Before the chunk is used and the next one read: aiohttp stops reading the socket
+                    # Before the chunk is used and the next one read: the client stops reading the socket
                     # while its buffer is full, so the pace reaches the server too.
                     await bandwidth.acquire(len(chunk))
                 total += len(chunk)

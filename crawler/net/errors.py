@@ -3,7 +3,8 @@
     raise Retryable("connection", connection_detail(e, urls.redact(url))) from None
     # -> "cannot resolve host nonexistent.invalid (no such name in DNS) for GET http://nonexistent.invalid/..."
 
-aiohttp names these failures by class (`ClientConnectorDNSError`); users need the host and the cause.
+aiohttp (the API's client) and `net.cdn` (the CDN's) name these failures by class
+(`ClientConnectorDNSError`, `ResolveFailed`); users need the host and the cause.
 The caller passes the URL already redacted: nothing here sees a secret.
 """
 
@@ -13,6 +14,8 @@ import errno
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from crawler.net.cdn import errors as cdn
 
 _CAUSES = {
     errno.ECONNREFUSED: "connection refused: nothing listens on that port",
@@ -24,23 +27,30 @@ _CAUSES = {
 
 
 def connection_detail(error: BaseException, url: str) -> str:
-    """`error` (an aiohttp client error) as one line naming the host, the cause and the request `url`."""
+    """`error` (an aiohttp or `net.cdn` error) as one line naming the host, the cause and the request `url`."""
     where = _host_port(url)
     request = f" for GET {url}" if url else ""
-    if isinstance(error, aiohttp.ClientConnectorDNSError):
+    if isinstance(error, (aiohttp.ClientConnectorDNSError, cdn.ResolveFailed)):
         return f"cannot resolve host {_host(url) or where} (no such name in DNS, or no DNS reachable){request}"
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        why = getattr(error.certificate_error, "verify_message", "") or "not trusted"
+    certificate = (error.certificate_error if isinstance(error, aiohttp.ClientConnectorCertificateError)
+                   else error.error if isinstance(error, cdn.TlsFailed) and error.certificate else None)
+    if certificate is not None:
+        why = getattr(certificate, "verify_message", "") or "not trusted"
         return (f"TLS certificate of {where} not trusted (certificate verify failed: {why}); trust its CA with "
                 f"--ca-file PEM or SSL_CERT_FILE{request}")
-    if isinstance(error, aiohttp.ClientSSLError):
+    if isinstance(error, (aiohttp.ClientSSLError, cdn.TlsFailed)):
         return f"TLS handshake with {where} failed{request}"
-    if isinstance(error, aiohttp.ClientConnectorError):
+    if isinstance(error, (aiohttp.ClientConnectorError, cdn.ConnectFailed)):
         os_error = error.os_error
         cause = _CAUSES.get(os_error.errno or 0) or (os_error.strerror or type(os_error).__name__).lower()
         return f"cannot connect to {where}: {cause}{request}"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
+    if isinstance(error, cdn.Disconnected) and isinstance(error.os_error, OSError):
+        cause = _CAUSES.get(error.os_error.errno or 0) or (error.os_error.strerror or "connection failed").lower()
+        return f"{where}: {cause} before answering{request}"
+    if isinstance(error, (aiohttp.ServerDisconnectedError, cdn.Disconnected)):
         return f"{where} closed the connection before answering{request}"
+    if isinstance(error, cdn.BadResponse):
+        return f"{where} answered with a malformed response ({error}){request}"
     if isinstance(error, aiohttp.ClientOSError):
         cause = _CAUSES.get(error.errno or 0) or (error.strerror or "connection failed").lower()
         return f"{where}: {cause}{request}"

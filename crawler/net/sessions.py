@@ -1,4 +1,4 @@
-"""The HTTP wiring every caller shares: the API and CDN aiohttp sessions, their gates and the retry policy.
+"""The HTTP wiring every caller shares: the API's aiohttp session, the CDN's client, their gates and the retry policy.
 
     async with open_net(cfg, cdn=True) as net:   # crawl; dry-run, plan and the Ray actors likewise
         net.api, net.api_gate, net.cdn, net.cdn_gate, net.policy, net.bandwidth (None without --max-rate)
@@ -25,6 +25,7 @@ from typing import Protocol
 import aiohttp
 
 import crawler
+from crawler.net.cdn.client import CdnClient
 from crawler.net.limits import ByteGate, HostGate
 from crawler.net.retry import RetryPolicy
 
@@ -62,7 +63,7 @@ class Net:
     policy: RetryPolicy
     api: aiohttp.ClientSession | None = None
     api_gate: HostGate | None = None
-    cdn: aiohttp.ClientSession | None = None
+    cdn: CdnClient | None = None
     cdn_gate: HostGate | None = None
     bandwidth: ByteGate | None = None  # --max-rate: the CDN bytes this pool may read per second
 
@@ -71,11 +72,9 @@ def retry_policy(cfg: NetSettings) -> RetryPolicy:
     return RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
 
 
-def _timeout(cfg: NetSettings, read: bool = True) -> aiohttp.ClientTimeout:
-    # No total: a large image on a slow link is fine as long as bytes keep coming. The CDN session has no
-    # sock_read (`read=False`): aiohttp moves a timer on every socket read for it, and the downloader
-    # watches its waits itself (`net.stalls`).
-    return aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout if read else None)
+def _timeout(cfg: NetSettings) -> aiohttp.ClientTimeout:
+    # No total: a long page on a slow link is fine as long as bytes keep coming.
+    return aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout, sock_read=cfg.timeout)
 
 
 def tls_context(cfg: NetSettings) -> ssl.SSLContext | bool:
@@ -105,13 +104,14 @@ def api_session(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None) -> a
     return aiohttp.ClientSession(timeout=_timeout(cfg), connector=connector)
 
 
-def cdn_session(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None) -> aiohttp.ClientSession:
-    # Images are stored as sent (their bytes are hashed and kept): never decompressed on the way. The
-    # request headers are the session's, not each request's: aiohttp merges per-request headers in Python.
-    connector = aiohttp.TCPConnector(limit=cfg.concurrency, ttl_dns_cache=300,
-                                     ssl=tls if tls is not None else tls_context(cfg))
-    return aiohttp.ClientSession(timeout=_timeout(cfg, read=False), auto_decompress=False, connector=connector,
-                                 headers={"User-Agent": cfg.user_agent, "Accept": CDN_ACCEPT})
+def cdn_client(cfg: NetSettings, tls: ssl.SSLContext | bool | None = None,
+               bandwidth: ByteGate | None = None) -> CdnClient:
+    # Waits for answers and bodies are bounded by the downloader's stall watch (`net.stalls`), not here.
+    # Under --max-rate the socket is read at most two of the gate's chunks ahead, so the pace reaches the server.
+    return CdnClient(limit=cfg.concurrency, connect_timeout=cfg.timeout,
+                     tls=tls if tls is not None else tls_context(cfg),
+                     headers={"User-Agent": cfg.user_agent, "Accept": CDN_ACCEPT},
+                     **({} if bandwidth is None else {"buffer": 2 * bandwidth.chunk}))
 
 
 @contextlib.asynccontextmanager
@@ -123,6 +123,6 @@ async def open_net(cfg: NetSettings, *, api: bool = True, cdn: bool = False,
     tls = tls_context(cfg)
     async with contextlib.AsyncExitStack() as stack:
         api_side = await stack.enter_async_context(api_session(cfg, tls)) if api else None
-        cdn_side = await stack.enter_async_context(cdn_session(cfg, tls)) if cdn else None
+        cdn_side = await stack.enter_async_context(cdn_client(cfg, tls, bandwidth)) if cdn else None
         yield Net(retry_policy(cfg), api_side, HostGate(cfg.api_rps) if api else None,
                   cdn_side, HostGate(cfg.cdn_rps if cdn_rps is None else cdn_rps) if cdn else None, bandwidth)

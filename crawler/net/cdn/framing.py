@@ -1,0 +1,179 @@
+"""An answer read off a `Connection`: its head parsed strictly, its body framed as RFC 9112 says.
+
+A head is a status line of HTTP/1.1 or 1.0 and header lines (`name: value`, no folding); anything else
+is `BadResponse`, as are two different Content-Lengths. Bodies are framed by Content-Length, chunked
+(extensions and trailers read and dropped), or by the connection's end; a body that ends early is
+`Truncated`, saying how much came and how the connection ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from crawler.net.cdn.errors import BadResponse, Disconnected, Truncated
+from crawler.net.cdn.wire import Connection
+
+HEAD_LIMIT = 64 * 1024  # an answer's status line and headers, together
+_LINE_LIMIT = 8 * 1024  # a chunk-size line or a trailer
+
+
+class Body:
+    """A response's body, read a chunk at a time: `read(n)` gives up to `n` bytes, b"" at its end."""
+
+    __slots__ = ("_conn", "_left", "_chunked", "_chunk_left", "done", "received", "expected")
+
+    def __init__(self, conn: Connection, length: int | None, chunked: bool) -> None:
+        self._conn = conn
+        self._left = length  # bytes still to come of a Content-Length body; None otherwise
+        self._chunked = chunked
+        self._chunk_left = 0  # of the current chunk, then -1 once its CRLF is due
+        self.done = length == 0
+        self.received = 0
+        self.expected = length
+
+    async def read(self, size: int) -> bytes:
+        if self.done:
+            return b""
+        left = self._left
+        if left is not None:
+            data = await self._conn.read(size if size < left else left)
+            if not data:
+                raise Truncated(f"received {self.received} of {left + self.received} bytes, then the connection "
+                                f"{self._ended()}")
+            self._left = left - len(data)
+            self.done = self._left == 0
+        elif self._chunked:
+            data = await self._read_chunked(size)
+        else:  # to the connection's end: a clean close ends it, a reset truncates it
+            data = await self._conn.read(size)
+            if not data:
+                if self._conn.error is not None:
+                    raise Truncated(f"received {self.received} bytes, then the connection {self._ended()}")
+                self.done = True
+        self.received += len(data)
+        return data
+
+    async def _read_chunked(self, size: int) -> bytes:
+        conn = self._conn
+        if self._chunk_left <= 0:
+            if self._chunk_left < 0:  # the CRLF closing the last chunk's data
+                crlf = await conn.read_until(b"\r\n", 2)
+                if crlf is None:
+                    raise self._broken("no CRLF after a chunk's data")
+                if crlf != b"\r\n":
+                    raise BadResponse("no CRLF after a chunk's data")
+            line = await conn.read_until(b"\r\n", _LINE_LIMIT)
+            if line is None:
+                raise self._broken("no chunk size")
+            digits = line[:-2].split(b";", 1)[0].strip()
+            if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                raise BadResponse(f"chunk size {digits[:20]!r} is not hexadecimal")
+            self._chunk_left = int(digits, 16)
+            if self._chunk_left == 0:
+                while True:  # trailers, up to the empty line
+                    trailer = await conn.read_until(b"\r\n", _LINE_LIMIT)
+                    if trailer is None:
+                        raise self._broken("no end of the trailers")
+                    if trailer == b"\r\n":
+                        break
+                self.done = True
+                return b""
+        data = await conn.read(size if size < self._chunk_left else self._chunk_left)
+        if not data:
+            raise self._broken("a chunk cut short")
+        self._chunk_left -= len(data)
+        if self._chunk_left == 0:
+            self._chunk_left = -1
+        return data
+
+    def _broken(self, what: str) -> Truncated:
+        return Truncated(f"received {self.received} bytes of a chunked body, then {what}: the connection "
+                         f"{self._ended()}")
+
+    def _ended(self) -> str:
+        error = self._conn.error
+        if error is None:
+            return "closed"
+        return "was reset" if isinstance(error, ConnectionResetError) else f"failed ({error})"
+
+    def settle(self) -> bool:
+        """True when the body is read through, or its rest lies whole in the buffer (then dropped)."""
+        if self.done:
+            return True
+        left = self._left
+        if left is not None and left <= self._conn.size:
+            self._conn.discard(left)
+            self._left = 0
+            self.done = True
+        return self.done
+
+
+class Response:
+    """An answer: `status`, `reason`, `headers` (lower-cased names; repeated ones joined by ", "),
+    `content_length` (None for chunked or unframed bodies) and `content` (the `Body`)."""
+
+    __slots__ = ("status", "reason", "headers", "content_length", "content", "keep_alive")
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str], content_length: int | None,
+                 content: Body, keep_alive: bool) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content_length = content_length
+        self.content = content
+        self.keep_alive = keep_alive
+
+def parse_head(head: bytes) -> tuple[str, int, str, dict[str, str]]:
+    """(HTTP version, status, reason, headers) of an answer's head, ending in its empty line."""
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise BadResponse(f"status line {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or not name.isascii() or " " in name:
+            raise BadResponse(f"header line {line[:80]!r}")
+        name = name.lower()
+        value = value.strip(" \t")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return version, int(code), reason, headers
+
+
+def framing(version: str, status: int, headers: Mapping[str, str]) -> tuple[int | None, bool, bool]:
+    """(Content-Length, chunked, keep-alive) of an answer, as RFC 9112 section 6 reads its head."""
+    keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    if status < 200 or status in (204, 304):
+        return 0, False, keep_alive
+    coding = headers.get("transfer-encoding")
+    if coding is not None:
+        # Chunked last means chunked; any other coding ends with the connection. With both headers the
+        # length is ignored, and the connection is not trusted for another request (a smuggling tell).
+        chunked = coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        return None, chunked, keep_alive and chunked and "content-length" not in headers
+    given = headers.get("content-length")
+    if given is None:
+        return None, False, False
+    values = {v.strip() for v in given.split(",")}
+    if len(values) != 1:
+        raise BadResponse(f"Content-Length {given[:40]!r}")
+    value = values.pop()
+    if not value.isdigit() or not value.isascii():
+        raise BadResponse(f"Content-Length {value[:40]!r}")
+    return int(value), False, keep_alive
+
+
+async def read_answer(conn: Connection) -> Response:
+    """The first final answer on `conn` (1xx skipped): its head read, its body ready to read."""
+    while True:
+        head = await conn.read_until(b"\r\n\r\n", HEAD_LIMIT)
+        if head is None:
+            raise Disconnected(conn.error)
+        version, status, reason, headers = parse_head(head)
+        if status == 101:
+            raise BadResponse("101 Switching Protocols to a GET")
+        if status >= 200:
+            break
+    length, chunked, keep_alive = framing(version, status, headers)
+    return Response(status, reason, headers, None if chunked else length, Body(conn, length, chunked), keep_alive)
