@@ -20,23 +20,23 @@ _LINE_LIMIT = 8 * 1024  # a chunk-size line or a trailer
 class Body:
     """A response's body, read a chunk at a time: `read(n)` gives up to `n` bytes, b"" at its end."""
 
-    __slots__ = ("_conn", "_left", "_chunked", "_chunk_left", "done", "received", "expected")
+    __slots__ = ("_conn", "_left", "_chunked", "_chunk_left", "_crlf_due", "done", "received")
 
     def __init__(self, conn: Connection, length: int | None, chunked: bool) -> None:
         self._conn = conn
         self._left = length  # bytes still to come of a Content-Length body; None otherwise
         self._chunked = chunked
-        self._chunk_left = 0  # of the current chunk, then -1 once its CRLF is due
-        self.done = length == 0
+        self._chunk_left = 0  # bytes still to come of the current chunk
+        self._crlf_due = False  # the CRLF after a chunk's data, read with the next size line
+        self.done = length == 0  # read to the end of its framing (a body read to the close never is)
         self.received = 0
-        self.expected = length
 
     async def read(self, size: int) -> bytes:
         if self.done:
             return b""
         left = self._left
         if left is not None:
-            data = await self._conn.read(size if size < left else left)
+            data = await self._conn.read(min(size, left))
             if not data:
                 raise Truncated(f"received {self.received} of {left + self.received} bytes, then the connection "
                                 f"{self._ended()}")
@@ -44,28 +44,26 @@ class Body:
             self.done = self._left == 0
         elif self._chunked:
             data = await self._read_chunked(size)
-        else:  # to the connection's end: a clean close ends it, a reset truncates it
+        else:  # to the connection's end (never kept after): a clean close ends it, a reset truncates it
             data = await self._conn.read(size)
-            if not data:
-                if self._conn.error is not None:
-                    raise Truncated(f"received {self.received} bytes, then the connection {self._ended()}")
-                self.done = True
+            if not data and self._conn.error is not None:
+                raise Truncated(f"received {self.received} bytes, then the connection {self._ended()}")
         self.received += len(data)
         return data
 
     async def _read_chunked(self, size: int) -> bytes:
         conn = self._conn
-        if self._chunk_left <= 0:
-            if self._chunk_left < 0:  # the CRLF closing the last chunk's data
-                crlf = await conn.read_until(b"\r\n", 2)
-                if crlf is None:
+        if not self._chunk_left:
+            if self._crlf_due:
+                end = await conn.read_until(b"\r\n", _LINE_LIMIT)
+                if end is None:
                     raise self._broken("no CRLF after a chunk's data")
-                if crlf != b"\r\n":
+                if end != b"\r\n":
                     raise BadResponse("no CRLF after a chunk's data")
             line = await conn.read_until(b"\r\n", _LINE_LIMIT)
             if line is None:
                 raise self._broken("no chunk size")
-            digits = line[:-2].split(b";", 1)[0].strip()
+            digits = line[:-2].partition(b";")[0].strip()
             if not digits or digits.strip(b"0123456789abcdefABCDEF"):
                 raise BadResponse(f"chunk size {digits[:20]!r} is not hexadecimal")
             self._chunk_left = int(digits, 16)
@@ -78,12 +76,11 @@ class Body:
                         break
                 self.done = True
                 return b""
-        data = await conn.read(size if size < self._chunk_left else self._chunk_left)
+        data = await conn.read(min(size, self._chunk_left))
         if not data:
             raise self._broken("a chunk cut short")
         self._chunk_left -= len(data)
-        if self._chunk_left == 0:
-            self._chunk_left = -1
+        self._crlf_due = not self._chunk_left
         return data
 
     def _broken(self, what: str) -> Truncated:
@@ -97,14 +94,11 @@ class Body:
         return "was reset" if isinstance(error, ConnectionResetError) else f"failed ({error})"
 
     def settle(self) -> bool:
-        """True when the body is read through, or its rest lies whole in the buffer (then dropped)."""
-        if self.done:
-            return True
-        left = self._left
-        if left is not None and left <= self._conn.size:
-            self._conn.discard(left)
-            self._left = 0
-            self.done = True
+        """True when the body is read through, or its rest is exactly what lies in the buffer (then dropped:
+        more there would be bytes nobody asked for, and the connection is not kept then anyway)."""
+        if not self.done and self._left is not None and self._left == self._conn.size:
+            self._conn.clear()
+            self.done = True  # and read() returns b"" from now on
         return self.done
 
 

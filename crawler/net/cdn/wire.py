@@ -48,11 +48,6 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
         self._wake()
 
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._wake()
-        return False  # let the transport close: nothing more is sent on a half-closed connection
-
     def connection_lost(self, exc: BaseException | None) -> None:
         self.eof = True
         self.error = exc
@@ -132,18 +127,10 @@ class Connection(asyncio.Protocol):
             if len(gathered) > limit + len(separator):
                 raise BadResponse(f"a head or line longer than {limit} bytes")
 
-    def discard(self, amount: int) -> None:
-        """Drop `amount` bytes already buffered (the rest of a body nobody reads)."""
-        while amount:
-            chunk = self.chunks[0]
-            if len(chunk) <= amount:
-                self.chunks.popleft()
-                taken = len(chunk)
-            else:
-                self.chunks[0] = chunk[amount:]
-                taken = amount
-            amount -= taken
-            self._taken(taken)
+    def clear(self) -> None:
+        """Drop every buffered byte (the rest of a body nobody reads)."""
+        self.chunks.clear()
+        self._taken(self.size)
 
     def close(self) -> None:
         self.eof = True
