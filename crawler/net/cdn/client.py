@@ -126,7 +126,7 @@ class CdnClient:
             except Disconnected:
                 conn.close()
                 if reused and not conn.answered:
-                    continue  # the server had closed the idle connection: once more on a fresh one
+                    continue  # the server had closed the idle connection: again on the next (or a fresh one)
                 raise
             except BaseException:
                 conn.close()

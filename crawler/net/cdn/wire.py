@@ -23,7 +23,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, str, int], high: int) -> None:
         self.loop = loop
         self.key = key
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # set by connection_made, before any other call
         self.chunks: deque[bytes] = deque()
         self.size = 0
         self.eof = False
@@ -32,7 +32,7 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.high = high
         self.low = high // 4
-        self.answered = False  # a byte arrived since the last request was sent
+        self.answered: bool  # a byte arrived since the last request was sent (reset by the client on sending)
 
     # --- the protocol side (called by the loop) ---
 
@@ -43,7 +43,7 @@ class Connection(asyncio.Protocol):
         self.chunks.append(data)
         self.size += len(data)
         self.answered = True
-        if self.size > self.high and not self.paused and self.transport is not None:
+        if self.size > self.high and not self.paused:
             self.paused = True
             self.transport.pause_reading()
         self._wake()
@@ -54,11 +54,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter = self.waiter  # done already when woken twice before the reader ran, or cancelled
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # --- the reader side (called by the request's task) ---
 
@@ -76,7 +74,7 @@ class Connection(asyncio.Protocol):
 
     def _taken(self, amount: int) -> None:
         self.size -= amount
-        if self.paused and self.size <= self.low and self.transport is not None:
+        if self.paused and self.size <= self.low:
             self.paused = False
             self.transport.resume_reading()
 
@@ -134,5 +132,4 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.eof = True
-        if self.transport is not None:
-            self.transport.close()
+        self.transport.close()

@@ -292,6 +292,105 @@ async def test_a_read_cancelled_mid_body_closes_the_connection():
     assert script.on == [1, 2]
 
 
+async def test_a_reused_connection_that_began_answering_then_closed_is_not_retried():
+    script = Script([ok(b"a"), b"HTTP/1.1 200 OK\r\nContent-Le"], close_after={1})
+    async with serving(script) as base, client() as c:
+        await fetch(c, base + "/a")
+        with pytest.raises(Disconnected):
+            await fetch(c, base + "/b")
+    assert script.on == [1, 1]  # a half-sent answer may have been acted on: not the keep-alive race
+
+
+# --- answers in pieces ---
+
+def trickled(answer: bytes, sizes: tuple[int, ...]) -> Callable[[asyncio.StreamWriter], Awaitable[None]]:
+    """An answer written a few bytes at a time (`sizes` in turn), each piece its own socket read."""
+    async def write(writer: asyncio.StreamWriter) -> None:
+        at, turn = 0, 0
+        while at < len(answer):
+            size = sizes[turn % len(sizes)]
+            writer.write(answer[at:at + size])
+            await writer.drain()
+            await asyncio.sleep(0.002)
+            at, turn = at + size, turn + 1
+    return write
+
+
+async def test_an_answer_trickled_a_few_bytes_at_a_time_reads_the_same():
+    answer = chunked(b"abcdef", b"\r\n\r\n", b"g" * 40, trailer=b"X-T: 1\r\n")
+    script = Script([trickled(answer, (1, 2, 3)), ok(b"next")])
+    async with serving(script) as base, client() as c:
+        status, headers, length, body = await fetch(c, base + "/a", size=5)
+        assert (await fetch(c, base + "/b"))[3] == b"next"
+    assert (status, headers["transfer-encoding"], length) == (200, "chunked", None)
+    assert body == b"abcdef\r\n\r\n" + b"g" * 40 and script.on == [1, 1]
+
+
+async def test_a_head_in_two_pieces_ends_at_its_first_empty_line():
+    body = b"\r\n\r\nbody with empty lines\r\n\r\n"
+    answer = ok(body)
+    split = answer.index(b"\r\n\r\n") - 5  # the first piece ends inside the head
+    script = Script([trickled(answer, (split, len(answer)))])
+    async with serving(script) as base, client() as c:
+        status, headers, length, got = await fetch(c, base + "/a")
+    assert (status, headers["content-length"], got) == (200, str(len(body)), body)
+
+
+# --- the wire, driven through a real socket pair ---
+
+@contextlib.asynccontextmanager
+async def wire(high: int) -> AsyncIterator[tuple[Connection, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    transport, conn = await loop.connect_accepted_socket(lambda: Connection(loop, ("http", "h", 80), high), ours)
+    try:
+        yield conn, theirs
+    finally:
+        transport.close()
+        theirs.close()
+
+
+async def buffered(conn: Connection, size: int) -> None:
+    for _ in range(200):
+        if conn.size >= size:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{conn.size} of {size} bytes arrived")
+
+
+async def test_the_wire_pauses_past_its_mark_and_resumes_at_a_quarter_of_it():
+    async with wire(high=1000) as (conn, theirs):
+        theirs.send(b"a" * 600)
+        await buffered(conn, 600)
+        theirs.send(b"b" * 400)
+        await buffered(conn, 1000)
+        assert conn.transport.is_reading()  # at the mark, not past it
+        theirs.send(b"c")
+        await buffered(conn, 1001)
+        assert not conn.transport.is_reading()
+        assert await conn.read(600) == b"a" * 600
+        assert await conn.read(151) == b"b" * 151
+        assert (conn.size, conn.transport.is_reading()) == (250, True)  # 250 = 1000 // 4: resumed
+
+
+async def test_the_wire_keeps_reading_below_its_low_mark_while_paused_above_it():
+    async with wire(high=1000) as (conn, theirs):
+        theirs.send(b"a" * 1001)
+        await buffered(conn, 1001)
+        assert await conn.read(750) == b"a" * 750
+        assert (conn.size, conn.transport.is_reading()) == (251, False)  # still above a quarter
+
+
+async def test_two_deliveries_before_the_reader_runs_wake_it_once_and_keep_both():
+    async with wire(high=1000) as (conn, _):
+        reader = asyncio.create_task(conn.read(100))
+        await asyncio.sleep(0)  # the reader waits
+        conn.data_received(b"one")
+        conn.data_received(b"two")
+        assert await asyncio.wait_for(reader, 2) == b"one"
+        assert await conn.read(100) == b"two"
+
+
 # --- flow control ---
 
 async def test_reading_pauses_while_the_buffer_is_full_so_the_server_is_held_back():
