@@ -130,25 +130,28 @@ def parse_head(head: bytes) -> tuple[str, int, str, dict[str, str]]:
         if not colon or not name or name != name.strip() or not name.isascii() or " " in name:
             raise BadResponse(f"header line {line[:80]!r}")
         name = name.lower()
-        value = value.strip(" \t")
+        value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return version, int(code), reason, headers
 
 
 def framing(version: str, status: int, headers: Mapping[str, str]) -> tuple[int | None, bool, bool]:
     """(Content-Length, chunked, keep-alive) of an answer, as RFC 9112 section 6 reads its head."""
-    keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    connection = headers.get("connection")
+    keep_alive = version == "HTTP/1.1" and (connection is None or "close" not in connection.lower())
     if status < 200 or status in (204, 304):
         return 0, False, keep_alive
     coding = headers.get("transfer-encoding")
     if coding is not None:
-        # Chunked last means chunked; any other coding ends with the connection. With both headers the
-        # length is ignored, and the connection is not trusted for another request (a smuggling tell).
-        chunked = coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
-        return None, chunked, keep_alive and chunked and "content-length" not in headers
+        # Any other transfer coding (gzip, ...) would need decoding to be the image's bytes: refused, never
+        # stored as it came. With a Content-Length too the length is ignored, and the connection is not
+        # trusted for another request (a smuggling tell).
+        if coding.strip().lower() != "chunked":
+            raise BadResponse(f"Transfer-Encoding {coding[:40]!r}: only chunked is read")
+        return None, True, keep_alive and "content-length" not in headers
     given = headers.get("content-length")
-    if given is None:
-        return None, False, False
+    if given is None:  # read to the close: such a body never settles, so its connection is never reused
+        return None, False, keep_alive
     values = {v.strip() for v in given.split(",")}
     if len(values) != 1:
         raise BadResponse(f"Content-Length {given[:40]!r}")

@@ -163,7 +163,7 @@ async def test_bytes_past_the_content_length_are_not_body_and_the_connection_is_
 
 def chunked(*pieces: bytes, trailer: bytes = b"") -> bytes:
     framed = b"".join(b"%x;name=value;flag\r\n%s\r\n" % (len(p), p) for p in pieces)
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n" + framed
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: Chunked\r\n\r\n" + framed
             + b"0\r\n" + trailer + b"\r\n")
 
 
@@ -200,7 +200,7 @@ async def test_1xx_answers_are_skipped_and_204_and_304_have_no_body():
                      ok(b"last")])
     async with serving(script) as base, client() as c:
         got = [await fetch(c, f"{base}/{i}") for i in range(4)]
-    assert [(s, b) for s, _, _, b in got] == [(200, b"real"), (204, b""), (304, b""), (200, b"last")]
+    assert [(s, n, b) for s, _, n, b in got] == [(200, 4, b"real"), (204, 0, b""), (304, 0, b""), (200, 4, b"last")]
     assert script.on == [1, 1, 1, 1]
 
 
@@ -214,11 +214,12 @@ async def test_repeated_headers_are_joined_and_names_lower_cased():
 # --- keep-alive ---
 
 async def test_connection_close_and_http_1_0_are_not_reused():
-    script = Script([ok(b"a", "Connection: close"), ok(b"b", "Connection: keep-alive", version="1.0"), ok(b"c")])
+    script = Script([ok(b"a", "Connection: Keep-Alive, Close"), ok(b"b", "Connection: keep-alive", version="1.0"),
+                     ok(b"c", "Connection: keep-alive"), ok(b"d")])
     async with serving(script) as base, client() as c:
-        for path in ("a", "b", "c"):
+        for path in ("a", "b", "c", "d"):
             await fetch(c, f"{base}/{path}")
-    assert script.on == [1, 2, 3]
+    assert script.on == [1, 2, 3, 3]
 
 
 async def test_an_idle_connection_the_server_closed_is_dropped_before_reuse():
@@ -322,7 +323,7 @@ async def test_an_answer_trickled_a_few_bytes_at_a_time_reads_the_same():
     async with serving(script) as base, client() as c:
         status, headers, length, body = await fetch(c, base + "/a", size=5)
         assert (await fetch(c, base + "/b"))[3] == b"next"
-    assert (status, headers["transfer-encoding"], length) == (200, "chunked", None)
+    assert (status, headers["transfer-encoding"], length) == (200, "Chunked", None)
     assert body == b"abcdef\r\n\r\n" + b"g" * 40 and script.on == [1, 1]
 
 
@@ -427,8 +428,19 @@ async def test_reading_pauses_while_the_buffer_is_full_so_the_server_is_held_bac
     (b"HTTP/1.1 2000 OK\r\n\r\n", "status line 'HTTP/1.1 2000 OK'"),
     (b"HTTP/1.1 200 OK\r\nNo-Colon\r\n\r\n", "header line 'No-Colon'"),
     (b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n", "header line ' folded'"),
+    (b"HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n", "header line 'X A: 1'"),
+    (b"HTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n", "header line 'X-A : 1'"),
+    (b"HTTP/1.1 200 OK\r\n: 1\r\n\r\n", "header line ': 1'"),
+    (b"HTTP/1.1 200 OK\r\n\xc4: 1\r\n\r\n", "header line '\xc4: 1'"),
+    (b"HTTP/1.1 200 OK\r\nX-" + b"a" * 100 + b"\r\n\r\n", "header line 'X-" + "a" * 78 + "'"),
+    (b"HTTP/1.1 OK " + b"o" * 100 + b"\r\n\r\n", "status line 'HTTP/1.1 OK " + "o" * 68 + "'"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "Content-Length '5, 6'"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length '-1'"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * 39 + b"x" * 9 + b"\r\n\r\n", "Content-Length '" + "1" * 39 + "x'"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: " + b", ".join(b"%d" % i for i in range(30)) + b"\r\n\r\n",
+     "Content-Length '" + ", ".join(str(i) for i in range(30))[:40] + "'"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "Transfer-Encoding 'gzip, chunked': only chunked is read"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding 'gzip': only chunked is read"),
     (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101 Switching Protocols to a GET"),
     (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", "a head or line longer than 65536 bytes"),
 ])
