@@ -333,7 +333,7 @@ async def test_a_head_in_two_pieces_ends_at_its_first_empty_line():
     split = answer.index(b"\r\n\r\n") - 5  # the first piece ends inside the head
     script = Script([trickled(answer, (split, len(answer)))])
     async with serving(script) as base, client() as c:
-        status, headers, length, got = await fetch(c, base + "/a")
+        status, headers, _, got = await fetch(c, base + "/a")
     assert (status, headers["content-length"], got) == (200, str(len(body)), body)
 
 
