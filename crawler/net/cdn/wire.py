@@ -131,5 +131,4 @@ class Connection(asyncio.Protocol):
         self._taken(self.size)
 
     def close(self) -> None:
-        self.eof = True
-        self.transport.close()
+        self.transport.close()  # connection_lost follows, which ends any read

@@ -372,6 +372,9 @@ async def test_the_wire_pauses_past_its_mark_and_resumes_at_a_quarter_of_it():
         assert await conn.read(600) == b"a" * 600
         assert await conn.read(151) == b"b" * 151
         assert (conn.size, conn.transport.is_reading()) == (250, True)  # 250 = 1000 // 4: resumed
+        theirs.send(b"d" * 751)
+        await buffered(conn, 1001)
+        assert not conn.transport.is_reading()  # and paused again past the mark
 
 
 async def test_the_wire_keeps_reading_below_its_low_mark_while_paused_above_it():
