@@ -30,6 +30,7 @@ the connection it happened on is closed, never pooled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections import deque
@@ -42,7 +43,6 @@ from crawler.net.cdn.errors import BadResponse, ConnectFailed, Disconnected, Res
 from crawler.net.cdn.framing import Response, read_answer
 from crawler.net.cdn.wire import Connection
 
-_DNS_TTL = 300.0
 _BUFFER = 512 * 1024
 
 
@@ -84,7 +84,6 @@ class CdnClient:
         self._tls_context: ssl.SSLContext | None = tls if isinstance(tls, ssl.SSLContext) else None
         self._buffer = buffer
         self._pools: dict[tuple[str, str, int], deque[Connection]] = {}
-        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[Any, ...]]]] = {}
         self._closed = False
         self.connections = 0  # connections opened (TCP connects, and TLS handshakes over https)
 
@@ -108,9 +107,10 @@ class CdnClient:
 
     async def _request(self, url: URL) -> tuple[Response, Connection]:
         scheme, host = url.scheme, url.raw_host
-        if scheme not in ("http", "https") or not host or url.port is None:
-            raise BadResponse(f"cannot request {scheme or 'a relative'} URL")
-        key = (scheme, host, url.port)
+        port = url.port
+        if scheme not in ("http", "https") or not host or port is None:  # the allow-list lets no other through
+            raise BadResponse(f"cannot request {str(url)[:80]!r}")
+        key = (scheme, host, port)
         request = (f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n{self._fields}\r\n"
                    .encode("latin-1"))
         while True:
@@ -150,38 +150,32 @@ class CdnClient:
             pool.append(conn)
 
     async def _connect(self, key: tuple[str, str, int]) -> Connection:
+        # Each address in turn, as aiohttp does, so that the failure told is one address's, not asyncio's
+        # "Multiple exceptions". Not cached: connections are kept, so a crawl connects a few times per host.
         scheme, host, port = key
         tls = self._context() if scheme == "https" else None
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
-            addresses = await self._resolve(loop, host, port)
-            failure: OSError | None = None
-            for family, _, proto, _, address in addresses:
-                try:
-                    _, conn = await loop.create_connection(
-                        lambda: Connection(loop, key, self._buffer), address[0], address[1], family=family,
-                        proto=proto, ssl=tls, server_hostname=host if tls is not None else None)
-                except ssl.SSLError as e:
-                    raise TlsFailed(e) from None
-                except OSError as e:
-                    failure = e
-                    continue
-                self.connections += 1
-                return conn
-        assert failure is not None
-        raise ConnectFailed(failure)
+            try:
+                *others, last = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # one at least, or raises
+            except OSError as e:
+                raise ResolveFailed(host, e) from None
+            for *_, address in others:
+                with contextlib.suppress(ConnectFailed):  # the next address then
+                    return await self._open(loop, key, address, tls)
+            return await self._open(loop, key, last[4], tls)
 
-    async def _resolve(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[tuple[Any, ...]]:
-        cached = self._addresses.get((host, port))
-        now = loop.time()
-        if cached is not None and cached[0] > now:
-            return cached[1]
+    async def _open(self, loop: asyncio.AbstractEventLoop, key: tuple[str, str, int], address: tuple[Any, ...],
+                    tls: ssl.SSLContext | None) -> Connection:
         try:
-            found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            _, conn = await loop.create_connection(lambda: Connection(loop, key, self._buffer), address[0], address[1],
+                                                   ssl=tls, server_hostname=key[1] if tls is not None else None)
+        except ssl.SSLError as e:
+            raise TlsFailed(e) from None
         except OSError as e:
-            raise ResolveFailed(host, e) from None
-        self._addresses[(host, port)] = (now + _DNS_TTL, found)
-        return found
+            raise ConnectFailed(e) from None
+        self.connections += 1
+        return conn
 
     def _context(self) -> ssl.SSLContext:
         if self._tls_context is None:

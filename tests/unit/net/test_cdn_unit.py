@@ -80,11 +80,11 @@ class Script:
 
 
 @contextlib.asynccontextmanager
-async def serving(script: Script, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    server = await asyncio.start_server(script.serve, "127.0.0.1", 0, ssl=tls)
+async def serving(script: Script, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    server = await asyncio.start_server(script.serve, host, 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
         server.close()
         with contextlib.suppress(Exception):
@@ -122,6 +122,20 @@ async def test_the_request_names_the_host_and_port_the_encoded_path_and_asks_for
     port = base.rsplit(":", 1)[1]
     assert head == (f"GET /a%20b/c.jpeg?x=1&y=a%26b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ua/2\r\n"
                     f"Accept: image/*\r\nAccept-Encoding: identity\r\n\r\n")
+
+
+async def test_the_address_asked_for_is_the_one_connected_to():
+    script = Script([ok(b"x")])
+    async with serving(script, host="127.0.0.2") as base, client() as c:  # loopback, but not 127.0.0.1
+        assert (await fetch(c, base + "/a"))[3] == b"x"
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:21/a.jpeg", "/a.jpeg", "http:///a.jpeg"])
+async def test_only_absolute_http_urls_are_requested(url):
+    async with client() as c:
+        with pytest.raises(BadResponse) as caught:
+            await fetch(c, url)
+    assert str(caught.value) == f"cannot request {str(URL(url))!r}"
 
 
 def test_a_header_value_with_a_line_break_is_refused():
@@ -249,6 +263,21 @@ async def test_a_fresh_connection_closed_before_any_answer_is_the_requests_failu
     port = base.rsplit(":", 1)[1]
     assert connection_detail(caught.value, base + "/a") == (
         f"127.0.0.1:{port} closed the connection before answering for GET {base}/a")
+
+
+async def test_bytes_sent_to_an_idle_connection_make_it_unusable():
+    async def then_more(writer: asyncio.StreamWriter) -> None:
+        writer.write(ok(b"a"))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(ok(b"unasked"))  # after the client put the connection back in its pool
+
+    script = Script([then_more, ok(b"b")])
+    async with serving(script) as base, client() as c:
+        await fetch(c, base + "/a")
+        await asyncio.sleep(0.3)
+        assert (await fetch(c, base + "/b"))[3] == b"b"
+    assert script.on == [1, 2]
 
 
 async def test_a_body_left_unread_closes_its_connection():
