@@ -173,4 +173,4 @@ async def read_answer(conn: Connection) -> Response:
         if status >= 200:
             break
     length, chunked, keep_alive = framing(version, status, headers)
-    return Response(status, reason, headers, None if chunked else length, Body(conn, length, chunked), keep_alive)
+    return Response(status, reason, headers, length, Body(conn, length, chunked), keep_alive)

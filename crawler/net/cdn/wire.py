@@ -27,7 +27,7 @@ class Connection(asyncio.Protocol):
         self.chunks: deque[bytes] = deque()
         self.size = 0
         self.eof = False
-        self.error: BaseException | None = None
+        self.error: BaseException | None  # why it ended (None: a clean close), set with eof by connection_lost
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
         self.high = high

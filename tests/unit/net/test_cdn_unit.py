@@ -21,7 +21,7 @@ from yarl import URL
 from crawler.net.cdn import errors as cdn_errors
 from crawler.net.cdn.client import CdnClient
 from crawler.net.cdn.errors import BadResponse, ConnectFailed, Disconnected, TlsFailed, Truncated
-from crawler.net.cdn.framing import read_answer
+from crawler.net.cdn.framing import HEAD_LIMIT, read_answer
 from crawler.net.cdn.wire import Connection
 from crawler.net.errors import connection_detail
 
@@ -280,6 +280,34 @@ async def test_bytes_sent_to_an_idle_connection_make_it_unusable():
     assert script.on == [1, 2]
 
 
+async def test_a_connection_reset_before_any_answer_says_so():
+    async def reset(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
+        writer.transport.abort()
+
+    script = Script([reset])
+    async with serving(script) as base, client() as c:
+        with pytest.raises(Disconnected) as caught:
+            await fetch(c, base + "/a")
+    port = base.rsplit(":", 1)[1]
+    assert connection_detail(caught.value, base + "/a") == (
+        f"127.0.0.1:{port}: connection reset by the other side before answering for GET {base}/a")
+
+
+async def test_a_head_exactly_at_the_limit_is_read_and_one_byte_more_is_not():
+    def head_of(length: int) -> bytes:
+        start = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: "
+        return start + b"p" * (length - len(start)) + b"\r\n\r\nab"
+
+    assert head_of(HEAD_LIMIT).index(b"\r\n\r\n") == HEAD_LIMIT
+    script = Script([trickled(head_of(HEAD_LIMIT), (4096,)), trickled(head_of(HEAD_LIMIT + 1), (4096,))])
+    async with serving(script) as base, client() as c:
+        assert (await fetch(c, base + "/a"))[3] == b"ab"
+        with pytest.raises(BadResponse, match=f"^a head or line longer than {HEAD_LIMIT} bytes$"):
+            await fetch(c, base + "/b")
+
+
 async def test_a_body_left_unread_closes_its_connection():
     script = Script([ok(b"x" * 2_000_000), ok(b"b")])
     async with serving(script) as base, client() as c:
@@ -412,6 +440,14 @@ async def test_the_wire_keeps_reading_below_its_low_mark_while_paused_above_it()
         await buffered(conn, 1001)
         assert await conn.read(750) == b"a" * 750
         assert (conn.size, conn.transport.is_reading()) == (251, False)  # still above a quarter
+
+
+async def test_a_head_across_deliveries_leaves_the_rest_counted_in_the_buffer():
+    async with wire(high=1000) as (conn, _):
+        for piece in (b"HTTP/1.1 200 OK\r\nConte", b"nt-Length: 4\r\n\r\nab", b"cd"):  # queued before it reads
+            conn.data_received(piece)
+        assert await conn.read_until(b"\r\n\r\n", 100) == b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
+        assert (conn.size, list(conn.chunks)) == (4, [b"ab", b"cd"])
 
 
 async def test_two_deliveries_before_the_reader_runs_wake_it_once_and_keep_both():
