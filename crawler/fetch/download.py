@@ -1,7 +1,8 @@
 """Fetch one image URL into the mirror's store: stream it into a sink, check it, then commit it.
 
 Knows nothing of CivitAI's API or the manifest. An image appears at its final path (or key) only
-complete and checked (status, media type, Content-Length, size cap): the store's sink keeps it
+complete and checked (status, media type, size cap; a body shorter than its Content-Length is
+`Truncated` by the CDN client, `net.cdn.framing`): the store's sink keeps it
 nameless until `commit()` (O_TMPFILE + link on disk, `disk_store.py`; one PUT or a multipart upload
 completed only then on an object store, `store.py`), so kill -9 can never leave half an image there.
 """
@@ -144,11 +145,11 @@ class Downloader:
                             url = self._redirect_target(url, response)
                             continue
                         content_type = layout.media_type(response.headers.get("content-type"))
-                        length = self._check_status(response, content_type)
+                        self._check_status(response, content_type)
                         if video and content_type.startswith("image/"):
                             # Users' one-frame webps: a size transform answered a video with a still.
                             raise Fatal("video-as-still", f"a video answered as {content_type}; try --video-original")
-                        return await self._save(key, response, content_type, length, watch)
+                        return await self._save(key, response, content_type, watch)
             except Stalled as e:
                 raise Retryable("stalled", str(e)) from None
             except Truncated as e:
@@ -166,8 +167,8 @@ class Downloader:
             raise Fatal("refused-redirect", f"redirect to host {urls.host_of(target) or '?'} is not allowed")
         return URL(target)
 
-    def _check_status(self, response: Response, content_type: str) -> int | None:
-        """Raise what a status other than 200, or a 200 we cannot keep, means; else the Content-Length."""
+    def _check_status(self, response: Response, content_type: str) -> None:
+        """Raise what a status other than 200, or a 200 we cannot keep, means."""
         status = response.status
         if status == 200:
             if not layout.is_media(content_type):
@@ -176,7 +177,7 @@ class Downloader:
             length = response.content_length
             if length is not None and length > self.max_bytes:
                 raise Fatal("too-large", f"{length} bytes is over --max-bytes {self.max_bytes}")
-            return length
+            return
         if status in (404, 410):
             raise Gone(f"http-{status}")
         retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -184,8 +185,7 @@ class Downloader:
             raise Retryable(f"http-{status}", retry_after=retry_after)
         raise Fatal(f"http-{status}")
 
-    async def _save(self, key: Key, response: Response, content_type: str, expected: int | None,
-                    watch: Watch) -> Saved:
+    async def _save(self, key: Key, response: Response, content_type: str, watch: Watch) -> Saved:
         final_rel = layout.relative_path(key, content_type)
         digest = hashlib.sha256()
         total = 0
@@ -209,8 +209,6 @@ class Downloader:
                     raise Fatal("too-large", f"body passed --max-bytes {self.max_bytes}")
                 digest.update(chunk)
                 await sink.write(chunk)
-            if expected is not None and total != expected:
-                raise Retryable("truncated", f"{total} of {expected} bytes")
             await sink.commit()
             committed = True
         except LinkUnsupported as e:
