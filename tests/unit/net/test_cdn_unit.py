@@ -130,12 +130,63 @@ async def test_the_address_asked_for_is_the_one_connected_to():
         assert (await fetch(c, base + "/a"))[3] == b"x"
 
 
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1:21/a.jpeg", "/a.jpeg", "http:///a.jpeg"])
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:21/a.jpeg", "/a.jpeg", "http:///a.jpeg", "ftp://h/" + "a" * 100])
 async def test_only_absolute_http_urls_are_requested(url):
     async with client() as c:
         with pytest.raises(BadResponse) as caught:
             await fetch(c, url)
-    assert str(caught.value) == f"cannot request {str(URL(url))!r}"
+    assert str(caught.value) == f"cannot request {str(URL(url))[:80]!r}"
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, answer: Callable[[str, int], Any]) -> None:
+    """The running loop's resolver answering `answer(host, port)`: no machine here has DNS to ask (the
+    sockets connected to stay real)."""
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: int, **_: Any) -> Any:
+        return answer(host, port)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+
+
+async def test_each_address_of_a_host_is_tried_in_turn(monkeypatch):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.2", 0))
+        dead = closed.getsockname()[1]
+        script = Script([ok(b"second address")])
+        async with serving(script) as base, client() as c:
+            port = int(base.rsplit(":", 1)[1])
+            _resolving(monkeypatch, lambda host, _: [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", dead)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))])
+            assert (await fetch(c, f"http://cdn.test:{port}/a"))[3] == b"second address"
+            assert script.requests[0][1].startswith(f"GET /a HTTP/1.1\r\nHost: cdn.test:{port}\r\n".encode())
+
+
+async def test_when_every_address_refuses_the_last_ones_failure_is_told(monkeypatch):
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.2", 0))
+        b.bind(("127.0.0.3", 0))
+        _resolving(monkeypatch, lambda host, _: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", a.getsockname()),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", b.getsockname())])
+        last = b.getsockname()
+        async with client() as c:
+            with pytest.raises(ConnectFailed) as caught:
+                await fetch(c, "http://cdn.test/a")
+    assert str(last[1]) in str(caught.value) and "127.0.0.3" in str(caught.value), caught.value
+
+
+async def test_a_name_that_does_not_resolve_is_a_resolve_failure(monkeypatch):
+    def nowhere(host: str, port: int) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    _resolving(monkeypatch, nowhere)
+    async with client() as c:
+        with pytest.raises(cdn_errors.ResolveFailed) as caught:
+            await fetch(c, "https://nowhere.test/a")
+    assert str(caught.value) == "cannot resolve nowhere.test: [Errno -2] Name or service not known"
+    assert isinstance(caught.value.os_error, socket.gaierror)
 
 
 def test_a_header_value_with_a_line_break_is_refused():
@@ -509,6 +560,7 @@ async def test_reading_pauses_while_the_buffer_is_full_so_the_server_is_held_bac
      "Content-Length '" + ", ".join(str(i) for i in range(30))[:40] + "'"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "Transfer-Encoding 'gzip, chunked': only chunked is read"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding 'gzip': only chunked is read"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + b"x" * 60 + b"\r\n\r\n", f"Transfer-Encoding '{'x' * 40}': only chunked is read"),
     (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101 Switching Protocols to a GET"),
     (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", "a head or line longer than 65536 bytes"),
 ])
