@@ -78,9 +78,14 @@ class CdnClient:
         if any(c in name + value for name, value in fields.items() for c in "\r\n\0"):
             raise ValueError("a request header holds a line break")
         self._fields = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        try:
+            self._fields.encode("latin-1")  # as every request will be
+        except UnicodeEncodeError:
+            raise ValueError("a request header holds a character outside Latin-1") from None
         self._limit = limit
         self._connect_timeout = connect_timeout
-        assert tls is not False, "never unverified"
+        if tls is False:
+            raise ValueError("tls=False: the CDN is never fetched unverified (give a context, or True)")
         self._tls_context: ssl.SSLContext | None = tls if isinstance(tls, ssl.SSLContext) else None
         self._buffer = buffer
         self._pools: dict[tuple[str, str, int], deque[Connection]] = {}

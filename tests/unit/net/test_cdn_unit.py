@@ -116,11 +116,11 @@ async def settle(script: Script, closed: int, within: float = 2.0) -> None:
 
 async def test_the_request_names_the_host_and_port_the_encoded_path_and_asks_for_identity():
     script = Script([ok(b"x")])
-    async with serving(script) as base, client(headers={"User-Agent": "ua/2", "Accept": "image/*"}) as c:
+    async with serving(script) as base, client(headers={"User-Agent": "Xa/2", "Accept": "image/*"}) as c:
         await fetch(c, base + "/a b/c.jpeg?x=1&y=a%26b#frag")
     head = script.requests[0][1].decode()
     port = base.rsplit(":", 1)[1]
-    assert head == (f"GET /a%20b/c.jpeg?x=1&y=a%26b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ua/2\r\n"
+    assert head == (f"GET /a%20b/c.jpeg?x=1&y=a%26b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Xa/2\r\n"
                     f"Accept: image/*\r\nAccept-Encoding: identity\r\n\r\n")
 
 
@@ -189,9 +189,26 @@ async def test_a_name_that_does_not_resolve_is_a_resolve_failure(monkeypatch):
     assert isinstance(caught.value.os_error, socket.gaierror)
 
 
-def test_a_header_value_with_a_line_break_is_refused():
-    with pytest.raises(ValueError, match="line break"):
-        client(headers={"User-Agent": "a\r\nX-Evil: 1"})
+@pytest.mark.parametrize("name, value", [("User-Agent", "a\r\nX-Evil: 1"), ("User-Agent", "a\nb"),
+                                         ("User-Agent", "a\0"), ("X-A\r\nX-B", "1")])
+def test_a_header_with_a_line_break_is_refused(name, value):
+    with pytest.raises(ValueError) as caught:
+        client(headers={name: value})
+    assert str(caught.value) == "a request header holds a line break"
+
+
+def test_a_header_may_hold_any_other_character():
+    assert client(headers={"X-Agent": "XX/1.0 (x; y) \t \u00e9"}) is not None
+
+
+def test_a_header_outside_latin_1_is_refused():
+    with pytest.raises(ValueError, match="^a request header holds a character outside Latin-1$"):
+        client(headers={"User-Agent": "bot \u2603"})
+
+
+def test_tls_false_is_refused():
+    with pytest.raises(ValueError, match=r"^tls=False: the CDN is never fetched unverified \(give a context, or True\)$"):
+        client(tls=False)
 
 
 # --- bodies ---
