@@ -202,7 +202,7 @@ def test_a_header_may_hold_any_other_character():
 
 
 def test_a_header_outside_latin_1_is_refused():
-    with pytest.raises(ValueError, match="^a request header holds a character outside Latin-1$"):
+    with pytest.raises(ValueError, match=r"^a request header holds a character outside Latin-1$"):
         client(headers={"User-Agent": "bot \u2603"})
 
 
@@ -577,7 +577,8 @@ async def test_reading_pauses_while_the_buffer_is_full_so_the_server_is_held_bac
      "Content-Length '" + ", ".join(str(i) for i in range(30))[:40] + "'"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "Transfer-Encoding 'gzip, chunked': only chunked is read"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding 'gzip': only chunked is read"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + b"x" * 60 + b"\r\n\r\n", f"Transfer-Encoding '{'x' * 40}': only chunked is read"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + b"x" * 60 + b"\r\n\r\n",
+     f"Transfer-Encoding '{'x' * 40}': only chunked is read"),
     (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101 Switching Protocols to a GET"),
     (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", "a head or line longer than 65536 bytes"),
 ])
