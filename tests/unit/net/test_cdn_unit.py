@@ -161,6 +161,20 @@ async def test_each_address_of_a_host_is_tried_in_turn(monkeypatch):
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))])
             assert (await fetch(c, f"http://cdn.test:{port}/a"))[3] == b"second address"
             assert script.requests[0][1].startswith(f"GET /a HTTP/1.1\r\nHost: cdn.test:{port}\r\n".encode())
+            await fetch(c, f"http://cdn.test:{port}/b")
+    assert script.on == [1, 1]  # kept in the host's pool like any other
+
+
+async def test_any_address_of_an_https_host_is_reached_over_tls(ca, monkeypatch):
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    script = Script([ok(b"first address")])
+    async with serving(script, _server_tls(ca, [])) as base, client(tls=trusting) as c:
+        port = int(base.rsplit(":", 1)[1])
+        _resolving(monkeypatch, lambda host, _: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))] * 2)
+        assert (await fetch(c, f"https://localhost:{port}/a"))[3] == b"first address"
+        await fetch(c, f"https://localhost:{port}/b")
+    assert script.on == [1, 1]
 
 
 async def test_when_every_address_refuses_the_last_ones_failure_is_told(monkeypatch):
