@@ -79,6 +79,12 @@ class Script:
         return [n for n, _ in self.requests]
 
 
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a crashed or overloaded server does."""
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01" + b"\x00" * 7)
+    writer.transport.abort()
+
+
 @contextlib.asynccontextmanager
 async def serving(script: Script, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> AsyncIterator[str]:
     server = await asyncio.start_server(script.serve, host, 0, ssl=tls)
@@ -363,12 +369,10 @@ async def test_bytes_sent_to_an_idle_connection_make_it_unusable():
 
 
 async def test_a_connection_reset_before_any_answer_says_so():
-    async def reset(writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
-        writer.transport.abort()
+    async def unanswered(writer: asyncio.StreamWriter) -> None:
+        reset(writer)
 
-    script = Script([reset])
+    script = Script([unanswered])
     async with serving(script) as base, client() as c:
         with pytest.raises(Disconnected) as caught:
             await fetch(c, base + "/a")
@@ -677,15 +681,13 @@ async def _read_body(conn: Connection) -> None:
 
 
 async def test_an_unframed_body_ended_by_a_reset_is_truncated():
-    async def reset(writer: asyncio.StreamWriter) -> None:
+    async def cut(writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\n\r\nabc")
         await writer.drain()
         await asyncio.sleep(0.05)
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
-        writer.transport.abort()
+        reset(writer)
 
-    script = Script([reset])
+    script = Script([cut])
     async with serving(script) as base, client() as c:
         with pytest.raises(Truncated, match=r"^received 3 bytes, then the connection was reset$"):
             await fetch(c, base + "/a")
